@@ -1,0 +1,73 @@
+"""The ``copart`` Typer application: one small module per subcommand."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from copart_cli import __version__
+from models.errors import CopartError
+
+app = typer.Typer(
+    name="copart",
+    help=(
+        "Part-level video editing with Motion-supervised Co-Part Segmentation "
+        "(Siarohin et al., 2020).\n\nExample: copart info vox-256-sem-10segments"
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"copart {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Optional[bool] = typer.Option(
+        None, "--version", callback=_version, is_eager=True, help="Print copart's version and exit."
+    ),
+) -> None:
+    """Part-level video editing with Motion-supervised Co-Part Segmentation."""
+
+
+def _register() -> None:
+    from copart_cli import info
+
+    app.command("info", help=info.HELP, epilog=info.EPILOG)(info.info)
+
+
+_register()
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Entry point: user errors become one sentence on stderr and a non-zero exit."""
+    try:
+        app(args=argv, prog_name="copart")
+    except CopartError as exc:
+        stderr.print(f"[bold red]Error:[/] {escape(str(exc))}", markup=True, highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        stderr.print("Interrupted.")
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - never a traceback for users
+        if os.environ.get("COPART_DEBUG"):
+            raise
+        stderr.print(
+            f"[bold red]Error:[/] copart failed unexpectedly ({type(exc).__name__}: {escape(str(exc))}); "
+            "run again with COPART_DEBUG=1 for the details and report it.",
+            markup=True,
+            highlight=False,
+        )
+        sys.exit(1)

@@ -1,0 +1,96 @@
+"""The segmentation module (paper Sec. 3.1, Supp. A).
+
+For a frame it predicts K+1 soft part maps (channel 0 = background) and, per part,
+an anchor point ``shift`` (the soft-argmax of a heatmap, [-1, 1], x first) and a
+2x2 ``affine`` matrix averaged under the same heatmap.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .blocks import AntiAliasInterpolation2d, Hourglass, make_coordinate_grid
+
+
+class PartSegmentation(NamedTuple):
+    """What the segmentation module says of a batch of frames.
+
+    segmentation: ``(B, K+1, H', W')`` soft part maps, summing to 1 over channels.
+    shift: ``(B, K, 2)`` part anchors p^k in [-1, 1], x first.
+    affine: ``(B, K, 2, 2)`` part matrices A^k, or None for a shift-only model.
+    """
+
+    segmentation: torch.Tensor
+    shift: torch.Tensor
+    affine: Optional[torch.Tensor]
+
+    def detach(self) -> "PartSegmentation":
+        return PartSegmentation(*(None if t is None else t.detach() for t in self))
+
+    def expand(self, batch: int) -> "PartSegmentation":
+        """Broadcast a batch of one to ``batch`` (views, no copies)."""
+        return PartSegmentation(*(None if t is None else t.expand(batch, *t.shape[1:]) for t in self))
+
+    def to(self, *args, **kwargs) -> "PartSegmentation":
+        return PartSegmentation(*(None if t is None else t.to(*args, **kwargs) for t in self))
+
+    @property
+    def foreground(self) -> torch.Tensor:
+        """``(B, 1, H', W')``: O, the sum of the K part maps."""
+        return self.segmentation[:, 1:].sum(dim=1, keepdim=True)
+
+
+class SegmentationModule(nn.Module):
+    """``(B, C, H, W)`` frames in [0, 1] -> :class:`PartSegmentation` at ``scale_factor`` resolution."""
+
+    def __init__(
+        self,
+        num_segments: int,
+        num_channels: int = 3,
+        block_expansion: int = 32,
+        max_features: int = 1024,
+        num_blocks: int = 5,
+        temperature: float = 0.1,
+        estimate_affine_part: bool = True,
+        scale_factor: float = 0.25,
+    ):
+        super().__init__()
+        self.predictor = Hourglass(block_expansion, num_channels, num_blocks, max_features)
+        features = self.predictor.out_filters
+        self.num_segments = num_segments
+        self.shift = nn.Conv2d(features, num_segments, kernel_size=7, padding=3)
+        if estimate_affine_part:
+            self.affine = nn.Conv2d(features, 4 * num_segments, kernel_size=7, padding=3)
+            # Start every part at the identity matrix.
+            with torch.no_grad():
+                self.affine.weight.zero_()
+                self.affine.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 1.0] * num_segments))
+        else:
+            self.affine = None
+        self.segmentation = nn.Conv2d(features, num_segments + 1, kernel_size=7, padding=3)
+        self.temperature = temperature
+        self.scale_factor = scale_factor
+        if scale_factor != 1:
+            self.down = AntiAliasInterpolation2d(num_channels, scale_factor)
+
+    def forward(self, frame: torch.Tensor) -> PartSegmentation:
+        if self.scale_factor != 1:
+            frame = self.down(frame)
+        features = self.predictor(frame)
+        segmentation = F.softmax(self.segmentation(features), dim=1)
+
+        logits = self.shift(features)
+        b, k, h, w = logits.shape
+        heatmap = F.softmax(logits.view(b, k, -1) / self.temperature, dim=2)
+        grid = make_coordinate_grid(h, w, dtype=heatmap.dtype, device=heatmap.device).view(h * w, 2)
+        shift = heatmap @ grid  # soft-argmax, (B, K, 2)
+
+        affine = None
+        if self.affine is not None:
+            maps = self.affine(features).view(b, k, 4, h * w)
+            affine = (maps @ heatmap.unsqueeze(-1)).view(b, k, 2, 2)
+        return PartSegmentation(segmentation, shift, affine)
