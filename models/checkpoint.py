@@ -59,10 +59,19 @@ def read_checkpoint(path) -> dict:
     except PermissionError:
         raise CopartError(f"Checkpoint {path} cannot be read: permission denied.") from None
     except (OSError, ValueError, AttributeError, ImportError, KeyError, TypeError, UnicodeDecodeError, IndexError):
+        if _starts_like_a_checkpoint(path):
+            raise CopartError(f"{path} is truncated or corrupt; download it again.") from None
         raise CopartError(f"{path} is not a PyTorch checkpoint.") from None
     if not isinstance(data, dict):
         raise CopartError(f"{path} is not a checkpoint: it holds a {type(data).__name__}, not a dict of state dicts.")
     return data
+
+
+def _starts_like_a_checkpoint(path: Path) -> bool:
+    """A zip archive (PyTorch >= 1.6) or a pickle (older PyTorch, as the published files)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
 def _first_line(exc: BaseException) -> str:

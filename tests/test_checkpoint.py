@@ -1,0 +1,158 @@
+"""Checkpoint layouts, copart's own format, and every error a wrong file gets."""
+
+import pytest
+import torch
+
+import presets
+from models import CopartError, CoPartModel, ModelConfig
+from models.checkpoint import (
+    checkpoint_dict,
+    detect_layout,
+    init_from_fomm,
+    load_init,
+    load_model,
+    read_checkpoint,
+    save_atomic,
+)
+
+from .conftest import REFERENCE
+
+AUTHORS = REFERENCE / "reference-format.pth.tar"
+FOMM = REFERENCE / "fomm-format.pth.tar"
+
+
+def _same_weights(a: CoPartModel, b: CoPartModel) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_layouts_are_detected():
+    assert detect_layout(read_checkpoint(AUTHORS)) == "authors"
+    assert detect_layout(read_checkpoint(FOMM)) == "fomm"
+
+
+def test_authors_layout_loads_strictly_with_or_without_config(reference_config):
+    with_config = load_model(AUTHORS, config=reference_config)
+    inferred = load_model(AUTHORS)
+    assert with_config.layout == inferred.layout == "authors"
+    assert with_config.epoch == 7
+    assert _same_weights(with_config.model, inferred.model)
+    assert inferred.model.config.model_params() == ModelConfig.from_dict(reference_config).model_params()
+    assert inferred.notes and "inferred" in inferred.notes[0]
+
+
+def test_legacy_serialisation_loads(tmp_path, reference_config):
+    """The published files were written by PyTorch 1.0 (pre-zip format)."""
+    path = tmp_path / "legacy.pth.tar"
+    torch.save(read_checkpoint(AUTHORS), path, _use_new_zipfile_serialization=False)
+    assert _same_weights(load_model(path, config=reference_config).model, load_model(AUTHORS).model)
+
+
+def test_copart_checkpoint_rebuilds_alone(tmp_path, reference_config):
+    source = load_model(AUTHORS, config=reference_config)
+    path = tmp_path / "model.pth"
+    save_atomic(checkpoint_dict(source.model, reference_config, {"lips": [2], "eyes": [7, 9]}, step=1234), path)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pth"]  # no temporary file left
+    loaded = load_model(path)
+    assert loaded.layout == "copart" and loaded.step == 1234
+    assert loaded.part_names == {"lips": [2], "eyes": [7, 9]}
+    assert loaded.model.config == source.model.config
+    assert _same_weights(loaded.model, source.model)
+    with pytest.raises(CopartError, match="K=10 parts but .* K=5"):
+        load_model(path, config=presets.load("vox-256-sem-5segments"), config_label="vox-256-sem-5segments")
+
+
+def test_rng_state_and_optimizer_load_with_weights_only(tmp_path):
+    config = presets.load("cpu-64-sem-5segments")
+    model = CoPartModel(ModelConfig.from_dict(config))
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64))["prediction"].mean().backward()
+    optimizer.step()
+    import numpy as np
+
+    state = np.random.default_rng(0).bit_generator.state
+    path = save_atomic(
+        checkpoint_dict(model, config, step=3, optimizer=optimizer.state_dict(),
+                        rng={"torch": torch.get_rng_state(), "numpy": state}),
+        tmp_path / "run.pth",
+    )
+    data = read_checkpoint(path)
+    assert data["rng"]["numpy"] == state and torch.equal(data["rng"]["torch"], torch.get_rng_state())
+    assert data["optimizer"]["state"]
+
+
+def test_fomm_initialises_what_fits(reference_config):
+    model = CoPartModel(ModelConfig.from_dict(reference_config))
+    notes = load_init(FOMM, model)
+    assert "First Order Motion Model" in notes[0]
+    data = read_checkpoint(FOMM)
+    assert torch.equal(model.segmentation_module.shift.weight, data["kp_detector"]["kp.weight"])
+    assert torch.equal(model.segmentation_module.affine.bias, data["kp_detector"]["jacobian.bias"])
+    assert torch.equal(model.segmentation_module.segmentation.weight, data["kp_detector"]["semantic_seg.weight"])
+
+    # Without a semantic_seg head and with another keypoint count: the rest loads, the user is told.
+    kp = {k: v for k, v in data["kp_detector"].items() if not k.startswith("semantic_seg.")}
+    kp["kp.weight"], kp["kp.bias"] = kp["kp.weight"][:5], kp["kp.bias"][:5]
+    other = CoPartModel(ModelConfig.from_dict(reference_config))
+    fresh = other.segmentation_module.segmentation.weight.clone()
+    notes = init_from_fomm(other, {"kp_detector": kp, "generator": data["generator"]})
+    assert any("semantic_seg" in n for n in notes)
+    assert any("shift.weight" in n for n in notes)
+    assert torch.equal(other.segmentation_module.segmentation.weight, fresh)
+    assert torch.equal(other.reconstruction_module.final.weight, data["generator"]["final.weight"])
+
+
+def test_fomm_is_refused_for_inference():
+    with pytest.raises(CopartError, match="copart train --init"):
+        load_model(FOMM)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: None, "does not exist"),
+        (lambda p: p.mkdir(), "is a folder"),
+        (lambda p: p.write_bytes(b""), "is empty"),
+        (lambda p: p.write_bytes(AUTHORS.read_bytes()[:100_000]), "truncated or corrupt"),
+        (lambda p: p.write_text("hello, I am not a checkpoint"), "not a PyTorch checkpoint"),
+        (lambda p: torch.save([1, 2, 3], p), "not a checkpoint"),
+        (lambda p: torch.save({"state_dict": {}}, p), "no layout copart knows"),
+    ],
+)
+def test_wrong_files_get_one_sentence(tmp_path, make, message):
+    path = tmp_path / "bad.pth.tar"
+    make(path)
+    with pytest.raises(CopartError, match=message) as err:
+        load_model(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+class _Payload:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch PWNED",))
+
+
+def test_a_file_that_would_run_code_is_refused_and_runs_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pth"
+    torch.save({"segmentation_module": _Payload()}, path)
+    with pytest.raises(CopartError, match="weights_only"):
+        read_checkpoint(path)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_k_and_key_mismatches(reference_config):
+    vox5 = presets.load("vox-256-sem-5segments")
+    with pytest.raises(CopartError, match="K=10 parts but vox-256-sem-5segments has K=5"):
+        load_model(AUTHORS, config=vox5, config_label="vox-256-sem-5segments")
+    with pytest.raises(CopartError, match="does not match vox-256-sem-10segments"):
+        load_model(AUTHORS, config=presets.load("vox-256-sem-10segments"), config_label="vox-256-sem-10segments")
+
+
+def test_atomic_save_leaves_no_file_when_writing_fails(tmp_path):
+    target = tmp_path / "out.pth"
+    with pytest.raises((AttributeError, TypeError, RuntimeError)):
+        save_atomic({"x": lambda: 0}, target)  # a lambda cannot be pickled
+    assert list(tmp_path.iterdir()) == []
