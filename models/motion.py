@@ -42,9 +42,12 @@ def segment_motion(seg_target: PartSegmentation, seg_source: PartSegmentation) -
 
 
 def flow(seg_target: PartSegmentation, seg_source: PartSegmentation) -> torch.Tensor:
-    """Eq. 3: ``F = sum_k Y_T^k F^k`` over all K+1 channels. Returns ``(B, H', W', 2)``."""
-    motions = segment_motion(seg_target, seg_source)
-    return torch.einsum("bkhw,bkhwc->bhwc", seg_target.segmentation, motions)
+    """Eq. 3: ``F = sum_k Y_T^k F^k`` over all K+1 channels. Returns ``(B, H', W', 2)``,
+    in float32 even under mixed precision."""
+    with torch.autocast(device_type=seg_target.shift.device.type, enabled=False):
+        seg_target, seg_source = seg_target.to(torch.float32), seg_source.to(torch.float32)
+        motions = segment_motion(seg_target, seg_source)
+        return torch.einsum("bkhw,bkhwc->bhwc", seg_target.segmentation, motions)
 
 
 def visibility(seg_source: PartSegmentation, seg_target: PartSegmentation, backprop: bool = False) -> torch.Tensor:
@@ -68,11 +71,17 @@ def resize_flow(deformation: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
 
 
 def warp(inp: torch.Tensor, deformation: torch.Tensor) -> torch.Tensor:
-    """Back-warp ``(B, C, H, W)`` by a flow ``(B, H', W', 2)`` (resized to H, W when needed)."""
-    deformation = resize_flow(deformation, inp.shape[2:])
-    if inp.shape[0] != deformation.shape[0]:
-        inp = inp.expand(deformation.shape[0], *inp.shape[1:])
-    return F.grid_sample(inp, deformation.to(inp.dtype), mode="bilinear", padding_mode="zeros", align_corners=True)
+    """Back-warp ``(B, C, H, W)`` by a flow ``(B, H', W', 2)`` (resized to H, W when needed).
+
+    Sampling runs in float32 whatever ``inp``'s dtype (a bf16 grid would misplace
+    samples by a tenth of a pixel); the result has ``inp``'s dtype.
+    """
+    with torch.autocast(device_type=inp.device.type, enabled=False):
+        deformation = resize_flow(deformation.float(), inp.shape[2:])
+        if inp.shape[0] != deformation.shape[0]:
+            inp = inp.expand(deformation.shape[0], *inp.shape[1:])
+        out = F.grid_sample(inp.float(), deformation, mode="bilinear", padding_mode="zeros", align_corners=True)
+    return out.to(inp.dtype)
 
 
 def resize_map(x: torch.Tensor, size) -> torch.Tensor:

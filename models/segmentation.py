@@ -81,16 +81,19 @@ class SegmentationModule(nn.Module):
         if self.scale_factor != 1:
             frame = self.down(frame)
         features = self.predictor(frame)
-        segmentation = F.softmax(self.segmentation(features), dim=1)
-
         logits = self.shift(features)
-        b, k, h, w = logits.shape
-        heatmap = F.softmax(logits.view(b, k, -1) / self.temperature, dim=2)
-        grid = make_coordinate_grid(h, w, dtype=heatmap.dtype, device=heatmap.device).view(h * w, 2)
-        shift = heatmap @ grid  # soft-argmax, (B, K, 2)
-
-        affine = None
-        if self.affine is not None:
-            maps = self.affine(features).view(b, k, 4, h * w)
-            affine = (maps @ heatmap.unsqueeze(-1)).view(b, k, 2, 2)
+        segmentation_logits = self.segmentation(features)
+        affine_maps = self.affine(features) if self.affine is not None else None
+        # Part maps, anchors and matrices in float32 even under mixed precision: the
+        # anchors are coordinates, and bf16 would round them to a tenth of a pixel.
+        with torch.autocast(device_type=frame.device.type, enabled=False):
+            segmentation = F.softmax(segmentation_logits.float(), dim=1)
+            b, k, h, w = logits.shape
+            heatmap = F.softmax(logits.float().view(b, k, -1) / self.temperature, dim=2)
+            grid = make_coordinate_grid(h, w, dtype=heatmap.dtype, device=heatmap.device).view(h * w, 2)
+            shift = heatmap @ grid  # soft-argmax, (B, K, 2)
+            affine = None
+            if affine_maps is not None:
+                maps = affine_maps.float().view(b, k, 4, h * w)
+                affine = (maps @ heatmap.unsqueeze(-1)).view(b, k, 2, 2)
         return PartSegmentation(segmentation, shift, affine)

@@ -112,3 +112,18 @@ def test_swap_modes_differ(model, reference_tensors, swap_cases):
     # so a hard mask of every part takes everything from the source and one of the background nothing.
     assert (every_part - background).abs().max() > 1e-3
     assert (background - target_only).abs().max() < 1e-6
+
+
+def test_bf16_autocast_keeps_coordinates_in_float32(model, reference_tensors, swap_cases):
+    """Under mixed precision the convolutions run in bf16; anchors, matrices, flow and
+    sampling stay float32, so the swap stays close to the float32 one."""
+    t = reference_tensors
+    spec = swap_cases["soft_target"]
+    with torch.no_grad():
+        reference = model.swap(model.prepare_source(t["source"]), t["target"], spec["parts"])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            seg = model.segment(t["target"])
+            out = model.swap(model.prepare_source(t["source"]), t["target"], spec["parts"])
+    assert seg.shift.dtype == seg.affine.dtype == seg.segmentation.dtype == torch.float32
+    psnr = -10 * torch.log10(((out.float() - reference) ** 2).mean())
+    assert psnr > 40, psnr
