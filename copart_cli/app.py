@@ -43,8 +43,9 @@ def _root(
 
 
 def _register() -> None:
-    from copart_cli import info
+    from copart_cli import info, swap
 
+    app.command("swap", help=swap.HELP, epilog=swap.EPILOG)(swap.swap)
     app.command("info", help=info.HELP, epilog=info.EPILOG)(info.info)
 
 

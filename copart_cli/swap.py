@@ -1,0 +1,184 @@
+"""``copart swap``: give the person in every frame of a video the chosen parts of a face."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from models.errors import CopartError
+
+from . import video
+from .faces import FaceTrack, best_face, face_to_box, make_detector
+from .loading import parse_parts, pick_device, resolve_model
+from .pipeline import WHOLE, PartSwapper, Stats, batched_apply, progress_bar, put, regions, take
+
+HELP = "Swap parts (hair, beard, lips, eyes, or channel numbers) of the face in SOURCE into every frame of TARGET."
+EPILOG = (
+    "Examples:\n\n"
+    "  copart swap --parts hair target.mp4 face.jpg\n\n"
+    "  copart swap --k 10 --parts lips,eyes --hard target.mp4 face.jpg -o out.mp4\n\n"
+    "  copart swap --checkpoint run/checkpoint.pth --parts 2 clip.mp4 other.mp4 --source-frame 30\n\n"
+    "Published checkpoints are looked up in $COPART_HOME (default ~/.cache/copart) under the authors' "
+    "file names (vox-5segments.pth.tar, ...)."
+)
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov"}
+# Face tracking: detections are averaged over TRACK_WINDOW frames either side, and a box is
+# carried for up to MAX_GAP_SECONDS where the detector misses the face.
+TRACK_WINDOW = 8
+MAX_GAP_SECONDS = 2.0
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class Detector(str, Enum):
+    auto = "auto"
+    face_alignment = "face-alignment"
+    haar = "haar"
+
+
+def output_path(target: Path, source: Path, output: Optional[Path], force: bool, still: bool) -> Path:
+    """Where the result goes: never an input, an existing file only with --force."""
+    if output is None:
+        output = target.with_name(f"{target.stem}.swap{'.png' if still else '.mp4'}")
+    output = Path(output).expanduser()
+    allowed = video.IMAGE_SUFFIXES if still else VIDEO_SUFFIXES
+    if output.suffix.lower() not in allowed:
+        kind = "an image" if still else "an MP4 video"
+        raise CopartError(f"Output {output} must be {kind} ({', '.join(sorted(allowed))}).")
+    for given in (target, source):
+        if output.exists() and given.exists() and output.resolve() == given.resolve():
+            raise CopartError(f"Output {output} is an input file; copart never overwrites its inputs.")
+    if output.exists() and not force:
+        raise CopartError(f"Output {output} already exists; pass --force to replace it.")
+    if not output.parent.is_dir():
+        raise CopartError(f"Output folder {output.parent} does not exist.")
+    return output
+
+
+def source_image(path: Path, frame: int):
+    if video.is_image(path):
+        if frame:
+            raise CopartError(f"--source-frame applies to a video source; {path} is an image.")
+        return video.read_image(path, "Source")
+    with video.MediaReader(path, "Source") as reader:
+        return reader.frame_at(frame)
+
+
+def swap(
+    target: Path = typer.Argument(..., help="Video (any format PyAV reads), GIF or image to edit."),
+    source: Path = typer.Argument(..., help="Image (or video, with --source-frame) whose parts are taken."),
+    parts: List[str] = typer.Option(
+        ..., "--parts", "-p", help="Part names or channel numbers (0 = background, 1..K), comma-separated."
+    ),
+    k: Optional[int] = typer.Option(None, "--k", help="The published vox model with K parts: 5 (default), 10 or 15."),
+    preset: Optional[str] = typer.Option(None, "--preset", metavar="NAME|YAML", help="Configuration preset or YAML."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="copart or authors' checkpoint file."),
+    hard: bool = typer.Option(False, "--hard", help="Hard part mask (threshold 0.5) instead of soft."),
+    source_mask: bool = typer.Option(False, "--source-mask", help="Take the mask from the source, warped to the target."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Result (default: TARGET.swap.mp4 beside it)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output file."),
+    no_crop: bool = typer.Option(False, "--no-crop", help="Process whole frames resized to the model's resolution."),
+    source_frame: int = typer.Option(0, "--source-frame", min=0, help="Frame of a video SOURCE to use."),
+    start: Optional[float] = typer.Option(None, "--start", min=0, help="Start at this second of TARGET."),
+    end: Optional[float] = typer.Option(None, "--end", min=0, help="Stop at this second of TARGET."),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Process at most this many frames."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:N."),
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Frames per model batch."),
+    precision: Precision = typer.Option(Precision.fp32, "--precision", help="Arithmetic: fp32, bf16 or fp16."),
+    crf: int = typer.Option(18, "--crf", min=0, max=51, help="H.264 quality (lower is better)."),
+    detector: Detector = typer.Option(Detector.auto, "--detector", help="Face detector: auto, face-alignment, haar."),
+    margin: float = typer.Option(0.3, "--margin", min=0.0, help="Crop side = (1 + 2 margin) x face size."),
+) -> None:
+    console = Console(stderr=True, highlight=False)
+    if start is not None and end is not None and end <= start:
+        raise CopartError(f"--end ({end}) must be after --start ({start}).")
+    reader = video.MediaReader(target, "Target", start=start, end=end, max_frames=max_frames)
+    try:
+        out_path = output_path(target, source, output, force, reader.still)
+        face = source_image(source, source_frame)
+        device = pick_device(device)
+        loaded = resolve_model(k, preset, checkpoint, device)
+        channels = parse_parts(parts, loaded.part_names, loaded.model.num_segments)
+        size = loaded.model.config.image_size[0]
+        notices: list[str] = []
+        track = None
+        if not no_crop:
+            det = make_detector(detector.value, device, notices)
+            found = best_face(det.detect(face))
+            if found is None:
+                raise CopartError(f"No face found in source {source}; use --no-crop to use the whole image.")
+            face = take(face, face_to_box(found, margin), size)
+            track = FaceTrack(det, margin, TRACK_WINDOW, int(round(MAX_GAP_SECONDS * float(reader.fps or 25))))
+        else:
+            face = take(face, WHOLE, size)
+        for notice in notices:
+            console.print(f"[yellow]Notice:[/] {notice}.")
+        swapper = PartSwapper(loaded.model, face, channels, device, precision.value, hard, source_mask)
+        stats = _run(reader, out_path, track, size, batch_size, swapper, crf, console)
+    finally:
+        reader.close()
+    summary = (
+        f"{stats.frames} frame{'s' if stats.frames != 1 else ''}, {stats.seconds:.1f} s, "
+        f"{stats.frames / max(stats.seconds, 1e-9):.2f} frames/s"
+    )
+    if stats.passed_through:
+        summary += f", {stats.passed_through} without a face passed through unchanged"
+    typer.echo(f"Swapped {summary} -> {out_path}")
+
+
+def _run(reader, out_path, track, size, batch_size, swapper, crf, console) -> Stats:
+    stats = Stats()
+    if reader.still:
+        frame = next(reader.frames())
+        for f, region, patch in batched_apply(regions([frame], track), size, 1, swapper):
+            stats.frames, stats.processed = 1, int(patch is not None)
+            video.write_image(put(f.image, patch, region) if patch is not None else f.image, out_path)
+        return stats
+    writer = None
+    pending_audio: list = []
+
+    def on_audio(packet, offset):
+        if writer is None:
+            pending_audio.append(packet)
+        else:
+            writer.write_audio(packet, offset or 0.0)
+
+    frames = reader.frames(on_audio=on_audio)
+    try:
+        first = next(frames)
+        writer = video.VideoWriter(
+            out_path, first.image.shape[1], first.image.shape[0], reader.fps, first.time_base,
+            reader.audio_streams, crf=crf,
+        )
+        for packet in pending_audio:
+            writer.write_audio(packet, reader.offset or 0.0)
+        pending_audio.clear()
+
+        def chain():
+            yield first
+            yield from frames
+
+        with progress_bar(console) as bar:
+            task = bar.add_task("swap", total=reader.estimated_frames, rate="-")
+            for f, region, patch in batched_apply(regions(chain(), track), size, batch_size, swapper):
+                writer.write(put(f.image, patch, region) if patch is not None else f.image, f.pts)
+                stats.frames += 1
+                stats.processed += patch is not None
+                bar.update(task, advance=1, rate=f"{stats.frames / max(stats.seconds, 1e-9):.2f}")
+            bar.update(task, total=stats.frames)
+        writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        frames.close()
+    return stats

@@ -1,0 +1,362 @@
+"""Streaming video and image I/O with PyAV (and OpenCV for still images).
+
+Frames flow one at a time: :class:`MediaReader` decodes, :class:`VideoWriter`
+encodes H.264 (yuv420p, MP4) with the input's timestamps and copies its audio
+packets unchanged. Nothing holds a whole video. Output goes to a temporary file
+beside the final name and is renamed only when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import av
+import cv2
+import numpy as np
+
+from models.errors import CopartError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+@dataclass
+class Frame:
+    """One decoded frame: ``image`` (H, W, 3) uint8 RGB, upright; ``pts`` in ``time_base``."""
+
+    image: np.ndarray
+    index: int
+    pts: Optional[int] = None
+    time_base: Optional[Fraction] = None
+
+    @property
+    def time(self) -> Optional[float]:
+        if self.pts is None or self.time_base is None:
+            return None
+        return float(self.pts * self.time_base)
+
+
+def is_image(path: Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def read_image(path, what: str = "Image") -> np.ndarray:
+    """An RGB uint8 image (EXIF orientation applied); one sentence when it cannot be read."""
+    path = Path(path)
+    _check_exists(path, what)
+    data = np.fromfile(str(path), dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise CopartError(f"{what} {path} is not an image copart can read.")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def write_image(image: np.ndarray, path) -> None:
+    """Write an RGB uint8 image atomically (format from the suffix)."""
+    path = Path(path)
+    ok, data = cv2.imencode(path.suffix or ".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise CopartError(f"Cannot encode an image as {path.suffix} for {path}.")
+    with atomic_path(path) as tmp:
+        data.tofile(str(tmp))
+
+
+def _check_exists(path: Path, what: str) -> None:
+    if not path.exists():
+        raise CopartError(f"{what} {path} does not exist.")
+    if path.is_dir():
+        raise CopartError(f"{what} {path} is a folder, not a file.")
+    if not os.access(path, os.R_OK):
+        raise CopartError(f"{what} {path} cannot be read (permission denied).")
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path):
+    """Yield a temporary path beside ``final``; rename it to ``final`` only if the block
+    completes. On any error or Ctrl-C the temporary file is removed."""
+    final = Path(final)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".part{final.suffix}", dir=final.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, final)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _rotate(image: np.ndarray, degrees: int) -> np.ndarray:
+    """Turn a decoded frame upright: the display matrix rotates it ``degrees`` counter-clockwise."""
+    turns = int(round(degrees / 90)) % 4
+    return np.ascontiguousarray(np.rot90(image, k=turns)) if turns else image
+
+
+class MediaReader:
+    """Streams the frames of a video, GIF or still image, optionally between ``start``
+    and ``end`` seconds or for ``max_frames`` frames.
+
+    ``on_audio`` receives every audio packet in the kept time range, in demux order,
+    so a writer can copy the sound without decoding it.
+    """
+
+    def __init__(
+        self,
+        path,
+        what: str = "Video",
+        start: Optional[float] = None,
+        end: Optional[float] = None,
+        max_frames: Optional[int] = None,
+    ):
+        self.path = Path(path)
+        self.what = what
+        self.start = start
+        self.end = end
+        self.max_frames = max_frames
+        _check_exists(self.path, what)
+        self.still = is_image(self.path)
+        self.container = None
+        self.audio_streams: list = []
+        if self.still:
+            image = read_image(self.path, what)
+            self._image = image
+            self.height, self.width = image.shape[:2]
+            self.fps = None
+            self.time_base = None
+            self.estimated_frames = 1
+            return
+        try:
+            self.container = av.open(str(self.path))
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            raise CopartError(f"{what} {self.path} is not a video or image copart can read ({_reason(exc)}).") from None
+        if not self.container.streams.video:
+            self.container.close()
+            raise CopartError(f"{what} {self.path} has no video stream.")
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = "AUTO"
+        self.audio_streams = list(self.container.streams.audio)
+        self.time_base = self.stream.time_base
+        rate = self.stream.average_rate or self.stream.guessed_rate or self.stream.base_rate
+        self.fps = Fraction(rate) if rate else None
+        self.estimated_frames = self._estimate_frames()
+
+    def _estimate_frames(self) -> Optional[int]:
+        n = self.stream.frames or 0
+        duration = None
+        if self.stream.duration is not None and self.time_base:
+            duration = float(self.stream.duration * self.time_base)
+        elif self.container.duration:
+            duration = self.container.duration / av.time_base
+        if not n and duration and self.fps:
+            n = int(round(duration * float(self.fps)))
+        if n and self.fps and (self.start or self.end):
+            first = int((self.start or 0) * float(self.fps))
+            last = int(self.end * float(self.fps)) if self.end is not None else n
+            n = max(0, min(n, last) - first)
+        if self.max_frames is not None:
+            n = min(n, self.max_frames) if n else self.max_frames
+        return n or None
+
+    def frames(self, on_audio: Optional[Callable] = None) -> Iterator[Frame]:
+        """Decoded frames, upright (display rotation applied), in order; their ``pts`` count
+        from the first kept frame. ``on_audio(packet, offset)`` gets each audio packet of the
+        kept range with ``offset``, the first kept frame's time in seconds (None until known).
+        Raises a one-sentence error when nothing decodes."""
+        if self.still:
+            yield Frame(self._image, 0)
+            return
+        count = 0
+        self.offset = None
+        if self.start:
+            with contextlib.suppress(av.error.FFmpegError):
+                self.container.seek(int(self.start / self.time_base), stream=self.stream, backward=True)
+        streams = [self.stream] + (self.audio_streams if on_audio else [])
+        done = False
+        try:
+            for packet in self.container.demux(*streams):
+                if packet.stream.type == "audio":
+                    t = float(packet.pts * packet.time_base) if packet.pts is not None else None
+                    if packet.dts is None or t is None:
+                        continue
+                    if (self.start and t < self.start) or (self.end is not None and t >= self.end):
+                        continue
+                    on_audio(packet, self.offset)
+                    continue
+                for vf in packet.decode():
+                    t = vf.time
+                    if self.start and t is not None and t < self.start - 1e-6:
+                        continue
+                    if self.end is not None and t is not None and t >= self.end:
+                        done = True
+                        break
+                    if self.offset is None:
+                        self.offset = t or 0.0
+                    pts = None if vf.pts is None else vf.pts - int(round(self.offset / vf.time_base))
+                    rotation = int(round(getattr(vf, "rotation", 0) or 0))
+                    image = _rotate(vf.to_ndarray(format="rgb24"), rotation)
+                    yield Frame(image, count, pts, vf.time_base)
+                    count += 1
+                    if self.max_frames is not None and count >= self.max_frames:
+                        done = True
+                        break
+                if done:
+                    break
+        except av.error.FFmpegError as exc:
+            if count == 0:
+                raise CopartError(f"{self.what} {self.path} cannot be decoded ({_reason(exc)}).") from None
+            # A damaged tail: keep what decoded.
+        if count == 0:
+            raise CopartError(f"{self.what} {self.path} has no frames in the chosen range.")
+
+    def frame_at(self, index: int) -> np.ndarray:
+        """The ``index``-th frame (0-based), decoding from the start."""
+        for frame in self.frames():
+            if frame.index == index:
+                return frame.image
+        raise CopartError(f"{self.what} {self.path} has no frame {index}.")
+
+    def close(self) -> None:
+        if self.container is not None:
+            self.container.close()
+            self.container = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _reason(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc)
+    return text.strip().splitlines()[0].rstrip(".") if text else type(exc).__name__
+
+
+class VideoWriter:
+    """Writes H.264 (yuv420p) MP4 with given timestamps, and copies audio packets.
+
+    Frames of odd width or height are padded by one edge pixel (4:2:0 needs even sizes).
+    The file appears under its final name only after :meth:`close` succeeds.
+    """
+
+    def __init__(
+        self,
+        path,
+        width: int,
+        height: int,
+        fps: Optional[Fraction],
+        time_base: Optional[Fraction],
+        audio_streams=(),
+        crf: int = 18,
+        preset: str = "medium",
+    ):
+        self.path = Path(path)
+        self._atomic = atomic_path(self.path)
+        self.tmp = self._atomic.__enter__()
+        self.width, self.height = width + width % 2, height + height % 2
+        self.fps = Fraction(fps) if fps else Fraction(25)
+        self.time_base = Fraction(time_base) if time_base else 1 / self.fps
+        try:
+            self.container = av.open(str(self.tmp), mode="w", format="mp4")
+            self.stream = self.container.add_stream("libx264", rate=self.fps)
+            self.stream.width, self.stream.height = self.width, self.height
+            self.stream.pix_fmt = "yuv420p"
+            self.stream.time_base = self.time_base
+            self.stream.codec_context.time_base = self.time_base
+            self.stream.options = {"crf": str(int(crf)), "preset": preset}
+            self.audio = {}
+            for s in audio_streams:
+                self.audio[s.index] = self.container.add_stream_from_template(s)
+        except BaseException:
+            self._abort()
+            raise
+        self.frames = 0
+        self._last_pts = None
+
+    def write(self, image: np.ndarray, pts: Optional[int] = None) -> None:
+        """Encode an RGB uint8 frame; ``pts`` in the writer's time base (None: frame count)."""
+        if image.shape[0] != self.height or image.shape[1] != self.width:
+            image = np.pad(
+                image, ((0, self.height - image.shape[0]), (0, self.width - image.shape[1]), (0, 0)), mode="edge"
+            )
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        if pts is None:
+            pts = int(round(self.frames / (self.fps * self.time_base)))
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1  # encoders need strictly increasing timestamps
+        frame.pts = pts
+        frame.time_base = self.time_base
+        self._last_pts = pts
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+        self.frames += 1
+
+    def write_audio(self, packet, offset: float = 0.0) -> None:
+        """Mux an input audio packet unchanged, its timestamps moved back by ``offset``
+        seconds (the time of the first kept video frame) and rescaled by the muxer."""
+        out = self.audio.get(packet.stream.index)
+        if out is None:
+            return
+        if offset:
+            shift = int(round(offset / packet.time_base))
+            packet.pts -= shift
+            packet.dts -= shift
+        packet.stream = out
+        self.container.mux(packet)
+
+    def close(self) -> Path:
+        """Flush, close and move the file to its final name."""
+        try:
+            for packet in self.stream.encode(None):
+                self.container.mux(packet)
+            self.container.close()
+        except BaseException:
+            self._abort()
+            raise
+        self._atomic.__exit__(None, None, None)
+        return self.path
+
+    def _abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self.container.close()
+        with contextlib.suppress(Exception):
+            self._atomic.__exit__(RuntimeError, RuntimeError("aborted"), None)
+        if self.tmp.exists():
+            self.tmp.unlink()
+
+    def abort(self) -> None:
+        """Give up: close and delete the temporary file; nothing appears under the final name."""
+        self._abort()
+
+
+def probe(path) -> dict:
+    """Frame count, rate, duration, size and streams of a video (for tests and summaries)."""
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(video))
+        container.seek(0)
+        info = {
+            "frames": frames,
+            "fps": Fraction(video.average_rate) if video.average_rate else None,
+            "width": video.codec_context.width,
+            "height": video.codec_context.height,
+            "pix_fmt": video.codec_context.pix_fmt,
+            "codec": video.codec_context.name,
+            "duration": float(video.duration * video.time_base) if video.duration else None,
+            "audio": [
+                {
+                    "codec": a.codec_context.name,
+                    "duration": float(a.duration * a.time_base) if a.duration else None,
+                    "sample_rate": a.codec_context.sample_rate,
+                }
+                for a in container.streams.audio
+            ],
+        }
+    return info
+
+
+__all__ = ["Frame", "MediaReader", "VideoWriter", "atomic_path", "is_image", "probe", "read_image", "write_image"]
