@@ -43,9 +43,11 @@ def _root(
 
 
 def _register() -> None:
-    from copart_cli import info, swap
+    from copart_cli import info, parts, segment, swap
 
+    app.command("segment", help=segment.HELP, epilog=segment.EPILOG)(segment.segment)
     app.command("swap", help=swap.HELP, epilog=swap.EPILOG)(swap.swap)
+    app.command("parts", help=parts.HELP, epilog=parts.EPILOG)(parts.parts)
     app.command("info", help=info.HELP, epilog=info.EPILOG)(info.info)
 
 

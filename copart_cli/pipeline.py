@@ -17,6 +17,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from models.errors import CopartError
 from models.model import CoPartModel
 
 from .faces import Box, FaceTrack, crop, paste
@@ -165,3 +166,54 @@ def progress_bar(console: Console) -> Progress:
         console=console,
         transient=False,
     )
+
+
+def stream_video(
+    reader,
+    out_path,
+    outputs: Callable[[Iterator], Iterator[tuple[object, np.ndarray, bool]]],
+    console: Console,
+    description: str,
+    crf: int = 18,
+) -> Stats:
+    """Decode ``reader``, turn its frames into output images with ``outputs`` (which yields
+    ``(frame, image, processed)`` in order) and encode them to ``out_path`` with the input's
+    timestamps and sound. On any error or Ctrl-C nothing is left under ``out_path``."""
+    from . import video
+
+    stats = Stats()
+    writer = None
+    pending_audio: list = []
+
+    def on_audio(packet, offset):
+        if writer is None:
+            pending_audio.append(packet)
+        else:
+            writer.write_audio(packet, offset or 0.0)
+
+    frames = reader.frames(on_audio=on_audio)
+    try:
+        with progress_bar(console) as bar:
+            task = bar.add_task(description, total=reader.estimated_frames, rate="-")
+            for frame, image, processed in outputs(frames):
+                if writer is None:
+                    writer = video.VideoWriter(out_path, image.shape[1], image.shape[0], reader.fps,
+                                               frame.time_base, reader.audio_streams, crf=crf)
+                    for packet in pending_audio:
+                        writer.write_audio(packet, reader.offset or 0.0)
+                    pending_audio.clear()
+                writer.write(image, frame.pts)
+                stats.frames += 1
+                stats.processed += bool(processed)
+                bar.update(task, advance=1, rate=f"{stats.frames / max(stats.seconds, 1e-9):.2f}")
+            bar.update(task, total=stats.frames)
+        if writer is None:
+            raise CopartError(f"{reader.what} {reader.path} has no frames.")
+        writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        frames.close()
+    return stats

@@ -14,7 +14,7 @@ from models.errors import CopartError
 from . import video
 from .faces import FaceTrack, best_face, face_to_box, make_detector
 from .loading import parse_parts, pick_device, resolve_model
-from .pipeline import WHOLE, PartSwapper, Stats, batched_apply, progress_bar, put, regions, take
+from .pipeline import WHOLE, PartSwapper, Stats, batched_apply, put, regions, stream_video, take
 
 HELP = "Swap parts (hair, beard, lips, eyes, or channel numbers) of the face in SOURCE into every frame of TARGET."
 EPILOG = (
@@ -135,50 +135,14 @@ def swap(
 
 
 def _run(reader, out_path, track, size, batch_size, swapper, crf, console) -> Stats:
-    stats = Stats()
+    def outputs(frames):
+        for f, region, patch in batched_apply(regions(frames, track), size, batch_size, swapper):
+            yield f, (put(f.image, patch, region) if patch is not None else f.image), patch is not None
+
     if reader.still:
-        frame = next(reader.frames())
-        for f, region, patch in batched_apply(regions([frame], track), size, 1, swapper):
-            stats.frames, stats.processed = 1, int(patch is not None)
-            video.write_image(put(f.image, patch, region) if patch is not None else f.image, out_path)
+        stats = Stats()
+        for frame, image, processed in outputs(reader.frames()):
+            video.write_image(image, out_path)
+            stats.frames, stats.processed = 1, int(processed)
         return stats
-    writer = None
-    pending_audio: list = []
-
-    def on_audio(packet, offset):
-        if writer is None:
-            pending_audio.append(packet)
-        else:
-            writer.write_audio(packet, offset or 0.0)
-
-    frames = reader.frames(on_audio=on_audio)
-    try:
-        first = next(frames)
-        writer = video.VideoWriter(
-            out_path, first.image.shape[1], first.image.shape[0], reader.fps, first.time_base,
-            reader.audio_streams, crf=crf,
-        )
-        for packet in pending_audio:
-            writer.write_audio(packet, reader.offset or 0.0)
-        pending_audio.clear()
-
-        def chain():
-            yield first
-            yield from frames
-
-        with progress_bar(console) as bar:
-            task = bar.add_task("swap", total=reader.estimated_frames, rate="-")
-            for f, region, patch in batched_apply(regions(chain(), track), size, batch_size, swapper):
-                writer.write(put(f.image, patch, region) if patch is not None else f.image, f.pts)
-                stats.frames += 1
-                stats.processed += patch is not None
-                bar.update(task, advance=1, rate=f"{stats.frames / max(stats.seconds, 1e-9):.2f}")
-            bar.update(task, total=stats.frames)
-        writer.close()
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-    finally:
-        frames.close()
-    return stats
+    return stream_video(reader, out_path, outputs, console, "swap", crf)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
@@ -66,6 +67,11 @@ def write_image(image: np.ndarray, path) -> None:
         data.tofile(str(tmp))
 
 
+def _natural_key(path: Path):
+    """frame2.png before frame10.png."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
+
+
 def _check_exists(path: Path, what: str) -> None:
     if not path.exists():
         raise CopartError(f"{what} {path} does not exist.")
@@ -111,16 +117,21 @@ class MediaReader:
         start: Optional[float] = None,
         end: Optional[float] = None,
         max_frames: Optional[int] = None,
+        fps: float = 25.0,
     ):
         self.path = Path(path)
         self.what = what
         self.start = start
         self.end = end
         self.max_frames = max_frames
-        _check_exists(self.path, what)
-        self.still = is_image(self.path)
         self.container = None
         self.audio_streams: list = []
+        self.folder: Optional[list[Path]] = None
+        if self.path.is_dir():
+            self._open_folder(fps)
+            return
+        _check_exists(self.path, what)
+        self.still = is_image(self.path)
         if self.still:
             image = read_image(self.path, what)
             self._image = image
@@ -143,6 +154,37 @@ class MediaReader:
         rate = self.stream.average_rate or self.stream.guessed_rate or self.stream.base_rate
         self.fps = Fraction(rate) if rate else None
         self.estimated_frames = self._estimate_frames()
+
+    def _open_folder(self, fps: float) -> None:
+        """A folder of frames: its images in natural order, at ``fps``."""
+        files = sorted((p for p in self.path.iterdir() if is_image(p)), key=_natural_key)
+        if not files:
+            raise CopartError(f"{self.what} folder {self.path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+        self.still = False
+        self.fps = Fraction(fps).limit_denominator(1001)
+        self.time_base = 1 / self.fps
+        first = int(round((self.start or 0) * fps))
+        last = int(round(self.end * fps)) if self.end is not None else len(files)
+        files = files[first:last]
+        if self.max_frames is not None:
+            files = files[: self.max_frames]
+        self.folder = files
+        self.estimated_frames = len(files)
+
+    def _folder_frames(self) -> Iterator[Frame]:
+        self.offset = 0.0
+        shape = None
+        for i, path in enumerate(self.folder):
+            image = read_image(path, "Frame")
+            if shape is not None and image.shape != shape:
+                raise CopartError(
+                    f"Frame {path} is {image.shape[1]}x{image.shape[0]} but the folder's first frame is "
+                    f"{shape[1]}x{shape[0]}; all frames of a folder must have one size."
+                )
+            shape = image.shape
+            yield Frame(image, i, i, self.time_base)
+        if not self.folder:
+            raise CopartError(f"{self.what} folder {self.path} has no frames in the chosen range.")
 
     def _estimate_frames(self) -> Optional[int]:
         n = self.stream.frames or 0
@@ -168,6 +210,9 @@ class MediaReader:
         Raises a one-sentence error when nothing decodes."""
         if self.still:
             yield Frame(self._image, 0)
+            return
+        if self.folder is not None:
+            yield from self._folder_frames()
             return
         count = 0
         self.offset = None

@@ -1,0 +1,264 @@
+"""``copart segment``: the parts of every frame, as a video, masks and a legend."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections import deque
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import cv2
+import numpy as np
+import torch
+import typer
+from rich.console import Console
+
+from models.errors import CopartError
+
+from . import render, video
+from .faces import FaceTrack, make_detector
+from .loading import pick_device, resolve_model
+from .masks import NpzStream
+from .pipeline import WHOLE, Stats, autocast, batched_apply, regions, stream_video, to_tensor
+from .swap import MAX_GAP_SECONDS, TRACK_WINDOW, Detector, Precision
+
+HELP = "Paint the parts of every frame in their own colours, with a numbered legend, masks and label images."
+EPILOG = (
+    "Examples:\n\n"
+    "  copart segment video.mp4 --k 10\n\n"
+    "  copart segment video.mp4 --style side-by-side --hard --masks parts.npz --png-dir labels/\n\n"
+    "  copart segment frames/ --checkpoint run/checkpoint.pth --no-crop\n\n"
+    "The legend numbers the colours with the numbers --parts takes in copart swap."
+)
+
+
+class Style(str, Enum):
+    overlay = "overlay"
+    mask = "mask"
+    side_by_side = "side-by-side"
+
+
+class Segmenter:
+    """Part maps of batches of crops, as float16-rounded float32 arrays."""
+
+    def __init__(self, model, device: str, precision: str):
+        self.model = model.eval()
+        self.device = device
+        self.precision = precision
+
+    def __call__(self, crops: list[np.ndarray]) -> list[dict]:
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            seg = self.model.segment(to_tensor(crops, self.device))
+        maps = seg.segmentation.float().cpu().numpy().astype(np.float16)
+        shift = seg.shift.float().cpu().numpy()
+        affine = seg.affine.float().cpu().numpy() if seg.affine is not None else None
+        return [
+            {"segmentation": maps[i], "shift": shift[i], **({"affine": affine[i]} if affine is not None else {})}
+            for i in range(len(crops))
+        ]
+
+
+def smoothed(items, n: int):
+    """Centred moving average of the part maps over ``n`` frames (frames without maps are
+    left alone); buffers ``n // 2`` frames ahead."""
+    if n <= 1:
+        yield from items
+        return
+    half = n // 2
+    window: deque = deque()
+    behind: deque = deque(maxlen=half)
+
+    def emit():
+        frame, region, out = window.popleft()
+        if out is not None:
+            near = [o["segmentation"].astype(np.float32) for _, _, o in list(behind) + [(None, None, out)] + list(window)
+                    if o is not None]
+            out = dict(out, segmentation=(sum(near) / len(near)).astype(np.float16))
+        behind.append((frame, region, out))
+        return frame, region, out
+
+    for item in items:
+        window.append(item)
+        if len(window) > half:
+            yield emit()
+    while window:
+        yield emit()
+
+
+def frame_maps(maps: np.ndarray, region, shape) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Part maps resized to where they belong in the frame: ``(maps, (x0, y0, x1, y1))`` with
+    the maps covering exactly that (clipped) rectangle; the rest of the frame is background."""
+    h, w = shape[:2]
+    if region is WHOLE:
+        return render.resize_maps(maps, w, h), (0, 0, w, h)
+    x0, y0, x1, y1 = region.bounds()
+    side = x1 - x0
+    full = render.resize_maps(maps, side, side)
+    cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+    return full[:, cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0], (cx0, cy0, cx1, cy1)
+
+
+def painted(frame: np.ndarray, out: Optional[dict], region, colours, style: str, hard: bool):
+    """The output picture of one frame and its label image at the frame's resolution."""
+    h, w = frame.shape[:2]
+    background = np.zeros((len(colours), 1, 1), np.float32)
+    background[0] = 1
+    base = render.paint(frame, np.broadcast_to(background, (len(colours), h, w)), colours, style, hard)
+    label = np.zeros((h, w), np.uint8)
+    if out is None:
+        return base, label
+    maps, (x0, y0, x1, y1) = frame_maps(out["segmentation"].astype(np.float32), region, frame.shape)
+    if x1 > x0 and y1 > y0:
+        patch = render.paint(frame[y0:y1, x0:x1], maps, colours, style, hard)
+        if style == "side-by-side":
+            base[y0:y1, x0:x1] = patch[:, : x1 - x0]
+            base[y0:y1, w + x0 : w + x1] = patch[:, x1 - x0 :]
+        else:
+            base[y0:y1, x0:x1] = patch
+        label[y0:y1, x0:x1] = render.labels(maps)
+    return base, label
+
+
+def _outputs_for(target: Path, output: Optional[Path], still: bool) -> tuple[Path, Path]:
+    stem = target.name if target.is_dir() else target.stem
+    if output is None:
+        output = target.parent / f"{stem}.parts{'.png' if still else '.mp4'}"
+    output = Path(output).expanduser()
+    name = output.name[: -len(".parts" + output.suffix)] if output.name.endswith(".parts" + output.suffix) else output.stem
+    return output, output.with_name(f"{name}.legend.png")
+
+
+def _check_new(path: Path, force: bool, inputs: list[Path]) -> None:
+    for given in inputs:
+        if path.exists() and given.exists() and path.resolve() == given.resolve():
+            raise CopartError(f"Output {path} is an input; copart never overwrites its inputs.")
+    if path.exists() and not force:
+        raise CopartError(f"Output {path} already exists; pass --force to replace it.")
+    if not path.parent.is_dir():
+        raise CopartError(f"Output folder {path.parent} does not exist.")
+
+
+def segment(
+    target: Path = typer.Argument(..., help="Video (any format PyAV reads), GIF, image or folder of frames."),
+    k: Optional[int] = typer.Option(None, "--k", help="The published vox model with K parts: 5 (default), 10 or 15."),
+    preset: Optional[str] = typer.Option(None, "--preset", metavar="NAME|YAML", help="Configuration preset or YAML."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="copart or authors' checkpoint file."),
+    style: Style = typer.Option(Style.overlay, "--style", help="overlay, mask or side-by-side."),
+    hard: bool = typer.Option(False, "--hard/--soft", help="Colour by the most likely part (hard) or mix (soft)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Video (default: TARGET.parts.mp4 beside it)."),
+    masks: Optional[Path] = typer.Option(None, "--masks", help="Also write part maps, anchors, matrices to this .npz."),
+    png_dir: Optional[Path] = typer.Option(None, "--png-dir", help="Also write one label PNG per frame here."),
+    smooth: int = typer.Option(0, "--smooth", min=0, help="Average the part maps over N frames (0: off)."),
+    force: bool = typer.Option(False, "--force", help="Replace existing outputs."),
+    no_crop: bool = typer.Option(False, "--no-crop", help="Process whole frames resized to the model's resolution."),
+    start: Optional[float] = typer.Option(None, "--start", min=0, help="Start at this second."),
+    end: Optional[float] = typer.Option(None, "--end", min=0, help="Stop at this second."),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="At most this many frames."),
+    fps: float = typer.Option(25.0, "--fps", min=0.001, help="Frame rate of a folder of frames."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:N."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Frames per model batch."),
+    precision: Precision = typer.Option(Precision.fp32, "--precision", help="fp32, bf16 or fp16."),
+    crf: int = typer.Option(18, "--crf", min=0, max=51, help="H.264 quality (lower is better)."),
+    detector: Detector = typer.Option(Detector.auto, "--detector", help="Face detector: auto, face-alignment, haar."),
+    margin: float = typer.Option(0.3, "--margin", min=0.0, help="Crop side = (1 + 2 margin) x face size."),
+) -> None:
+    console = Console(stderr=True, highlight=False)
+    if start is not None and end is not None and end <= start:
+        raise CopartError(f"--end ({end}) must be after --start ({start}).")
+    reader = video.MediaReader(target, "Input", start=start, end=end, max_frames=max_frames, fps=fps)
+    extra: list = []
+    try:
+        out_path, legend_path = _outputs_for(target, output, reader.still)
+        if out_path.suffix.lower() not in (video.IMAGE_SUFFIXES if reader.still else {".mp4", ".m4v", ".mov"}):
+            raise CopartError(f"Output {out_path} must be {'an image' if reader.still else 'an MP4 video'}.")
+        for path in [out_path, legend_path] + ([masks] if masks else []):
+            _check_new(path, force, [target])
+        if masks is not None and masks.suffix != ".npz":
+            raise CopartError(f"--masks {masks} must end in .npz.")
+        if png_dir is not None:
+            png_dir = Path(png_dir).expanduser()
+            if png_dir.exists() and (not png_dir.is_dir() or (any(png_dir.iterdir()) and not force)):
+                raise CopartError(f"--png-dir {png_dir} exists and is not an empty folder; pass --force to replace it.")
+            if not png_dir.parent.is_dir():
+                raise CopartError(f"Folder {png_dir.parent} does not exist.")
+        device = pick_device(device)
+        loaded = resolve_model(k, preset, checkpoint, device)
+        model = loaded.model
+        size = model.config.image_size[0]
+        colours = render.palette(model.num_segments)
+        notices: list[str] = []
+        track = None
+        if not no_crop:
+            det = make_detector(detector.value, device, notices)
+            track = FaceTrack(det, margin, TRACK_WINDOW, int(round(MAX_GAP_SECONDS * float(reader.fps or 25))))
+        for notice in notices:
+            console.print(f"[yellow]Notice:[/] {notice}.")
+
+        npz = NpzStream(masks) if masks is not None else None
+        extra.append(npz)
+        png_tmp = Path(tempfile.mkdtemp(prefix=f".{png_dir.name}.", dir=png_dir.parent)) if png_dir else None
+        extra.append(png_tmp)
+        segmenter = Segmenter(model, device, precision.value)
+        seg_shape = (model.num_segments + 1, *model.config.segmentation_size)
+
+        def outputs(frames):
+            items = batched_apply(regions(frames, track), size, batch_size, segmenter)
+            for frame, region, out in smoothed(items, smooth):
+                image, label = painted(frame.image, out, region, colours, style.value, hard)
+                if npz is not None:
+                    npz.append(**_record(frame, region, out, seg_shape, model.num_segments, track is not None,
+                                         model.config.estimate_affine_part))
+                if png_tmp is not None:
+                    cv2.imwrite(str(png_tmp / f"{frame.index:06d}.png"), label)
+                yield frame, image, out is not None
+
+        if reader.still:
+            stats = Stats()
+            for _, image, processed in outputs(reader.frames()):
+                video.write_image(image, out_path)
+                stats.frames, stats.processed = 1, int(processed)
+        else:
+            stats = stream_video(reader, out_path, outputs, console, "segment", crf)
+        video.write_image(render.legend(colours, loaded.part_names, f"K = {model.num_segments}"), legend_path)
+        written = [out_path, legend_path]
+        if npz is not None:
+            written.append(npz.close())
+        if png_tmp is not None:
+            if png_dir.exists():
+                shutil.rmtree(png_dir)
+            os.replace(png_tmp, png_dir)
+            written.append(png_dir)
+    except BaseException:
+        for item in extra:
+            if isinstance(item, NpzStream):
+                item.abort()
+            elif isinstance(item, Path):
+                shutil.rmtree(item, ignore_errors=True)
+        raise
+    finally:
+        reader.close()
+    summary = f"Segmented {stats.frames} frame{'s' if stats.frames != 1 else ''}, {stats.seconds:.1f} s, " \
+              f"{stats.frames / max(stats.seconds, 1e-9):.2f} frames/s"
+    if stats.passed_through:
+        summary += f", {stats.passed_through} without a face"
+    typer.echo(f"{summary} -> {', '.join(map(str, written))}")
+
+
+def _record(frame, region, out, seg_shape, k, cropping: bool, affine: bool) -> dict:
+    """One frame's row of the masks file."""
+    if out is None:
+        seg = np.zeros(seg_shape, np.float16)
+        seg[0] = 1
+        row = {"segmentation": seg, "shift": np.full((k, 2), np.nan, np.float32)}
+        if affine:
+            row["affine"] = np.full((k, 2, 2), np.nan, np.float32)
+    else:
+        row = dict(out)
+    row["time"] = np.float64(frame.time if frame.time is not None else np.nan)
+    row["valid"] = np.bool_(out is not None)
+    if cropping:
+        row["box"] = np.asarray(region.bounds() if region not in (None, WHOLE) else (-1, -1, -1, -1), np.int32)
+    return row
