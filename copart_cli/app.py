@@ -43,12 +43,14 @@ def _root(
 
 
 def _register() -> None:
-    from copart_cli import info, parts, segment, swap
+    from copart_cli import info, parts, segment, swap, train
 
+    app.command("train", help=train.HELP, epilog=train.EPILOG)(train.train)
     app.command("segment", help=segment.HELP, epilog=segment.EPILOG)(segment.segment)
     app.command("swap", help=swap.HELP, epilog=swap.EPILOG)(swap.swap)
     app.command("parts", help=parts.HELP, epilog=parts.EPILOG)(parts.parts)
     app.command("info", help=info.HELP, epilog=info.EPILOG)(info.info)
+    app.command("synthetic", help=train.SYNTHETIC_HELP)(train.synthetic)
 
 
 _register()

@@ -1,0 +1,303 @@
+"""The training loop: one process on a CPU or GPU, or many with torchrun (DDP).
+
+Run folder: ``checkpoint.pth`` (the latest) and ``checkpoint-<step>.pth`` every
+``checkpoint_every`` steps, written atomically; ``log.jsonl`` with every loss;
+``train-vis/<step>.png`` pictures; ``config.yaml``. ``resume`` continues from the
+latest checkpoint with the same step, optimizer, RNG and data order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader
+
+from models.checkpoint import checkpoint_dict, load_init, read_checkpoint, save_atomic
+from models.config import ModelConfig
+from models.errors import CopartError
+from models.losses import Objective
+from models.model import CoPartModel
+
+from . import render
+from .data import PairDataset, StepSampler, discover, epochs_to_steps
+from .video import write_image
+
+
+@dataclass
+class TrainSettings:
+    """What a run needs to be repeated exactly; stored in every checkpoint."""
+
+    data: str
+    steps: Optional[int]
+    batch_size: int
+    seed: int = 0
+    workers: int = 2
+    checkpoint_every: int = 500
+    vis_every: int = 500
+    precision: str = "fp32"
+    loss: Optional[str] = None
+
+
+@dataclass
+class RunReport:
+    step: int = 0
+    pairs_per_second: float = 0.0
+    last_losses: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+
+
+class TrainingModel(nn.Module):
+    """Model and objective in one module, so that DDP sees a single forward."""
+
+    def __init__(self, model: CoPartModel, objective: Objective):
+        super().__init__()
+        self.model = model
+        self.objective = objective
+
+    def forward(self, source, target, generator=None):
+        return self.objective(self.model, source, target, generator)
+
+
+def _distributed() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def prepare_run_folder(out: Path, resume: bool, force: bool, rank: int) -> None:
+    out = Path(out)
+    if resume:
+        if not (out / "checkpoint.pth").is_file() and not any(out.glob("checkpoint-*.pth")):
+            raise CopartError(f"{out} has no checkpoint.pth to resume from.")
+        return
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise CopartError(f"Run folder {out} already exists; pass --resume to continue it or --force to start over.")
+        if rank == 0:
+            for p in out.iterdir():
+                if p.name.startswith("checkpoint") or p.name in ("log.jsonl", "config.yaml", "train-vis"):
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the log lines up to ``step`` (a killed run may have logged past its last checkpoint)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError):
+            continue  # a line cut by the kill
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(k + "\n" for k in kept))
+    os.replace(tmp, path)
+
+
+def visualise(batch: dict, generated: dict, num_segments: int, limit: int = 4) -> np.ndarray:
+    """Rows of source, target, warped source, reconstruction, target segmentation coloured,
+    visibility (like the authors' train-vis)."""
+    source, target = batch["source"][:limit].float(), batch["target"][:limit].float()
+    size = target.shape[2:]
+    columns = [source, target]
+    if "deformed" in generated:
+        columns.append(generated["deformed"][:limit].detach().float())
+    columns.append(generated["prediction"][:limit].detach().float())
+    seg = F.interpolate(generated["seg_target"].segmentation[:limit].detach().float(), size=size, mode="bilinear",
+                        align_corners=False)
+    colours = torch.from_numpy(render.palette(num_segments)).float() / 255
+    columns.append(torch.einsum("bkhw,kc->bchw", seg.cpu(), colours))
+    if "visibility_maps" in generated:
+        vis = F.interpolate(generated["visibility_maps"][:limit].detach().float(), size=size, mode="bilinear",
+                            align_corners=False)
+        columns.append(vis.expand(-1, 3, -1, -1))
+    rows = [torch.cat([c[i].cpu() for c in columns], dim=2) for i in range(len(source))]
+    grid = torch.cat(rows, dim=1).clamp(0, 1)
+    return (grid.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def train(
+    config: dict,
+    out: Path,
+    settings: TrainSettings,
+    init: Optional[Path] = None,
+    resume: bool = False,
+    device: str = "cpu",
+    label: str = "the configuration",
+    on_step: Optional[Callable[[int, int, dict, float], None]] = None,
+    warn: Callable[[str], None] = lambda message: None,
+) -> RunReport:
+    """Train (or resume) a run in ``out``. ``on_step(step, total, losses, pairs_per_s)`` reports
+    progress on rank 0."""
+    rank, world, local_rank = _distributed()
+    out = Path(out)
+    report = RunReport()
+    stored = None
+    if resume:
+        path = latest_checkpoint(out)
+        stored = read_checkpoint(path)
+        if "train" not in stored:
+            raise CopartError(f"{path} holds no training state to resume from.")
+        config = stored["config"]
+        settings = TrainSettings(**stored["train"])
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        torch.distributed.init_process_group(backend)
+    if device.startswith("cuda"):
+        device = f"cuda:{local_rank}" if world > 1 else device
+        torch.cuda.set_device(device)
+    if settings.batch_size % world:
+        raise CopartError(f"Batch size {settings.batch_size} does not divide among {world} processes.")
+
+    model_config = ModelConfig.from_dict(config, label)
+    train_params = config.get("train_params", {})
+    dataset_params = config.get("dataset_params", {})
+    clips, skipped = discover(Path(settings.data), "train", model_config.image_size[1], settings.seed)
+    if skipped and rank == 0:
+        warn(f"skipped {len(skipped)} unusable video(s): {', '.join(skipped)}")
+    if not clips:
+        raise CopartError(f"No usable videos in {settings.data} (need at least 2 frames each).")
+
+    torch.manual_seed(settings.seed)
+    model = CoPartModel(model_config)
+    if init is not None and not resume:
+        report.notes += load_init(init, model)
+    objective = Objective(train_params, model_config.num_channels, settings.loss)
+    model.to(device)
+    objective.to(device)
+    channels_last = device.startswith("cuda")
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizers = {
+        "segmentation": torch.optim.Adam(model.segmentation_module.parameters(),
+                                         lr=float(train_params.get("lr_segmentation", 2e-4)), betas=(0.5, 0.999)),
+        "reconstruction": torch.optim.Adam(model.reconstruction_module.parameters(),
+                                           lr=float(train_params.get("lr_reconstruction", 2e-4)), betas=(0.5, 0.999)),
+    }
+    generator = torch.Generator().manual_seed(settings.seed * 1000 + rank)
+    step = 0
+    if stored is not None:
+        for module in ("segmentation_module", "reconstruction_module"):
+            getattr(model, module).load_state_dict(stored[module])
+        for name, opt in optimizers.items():
+            opt.load_state_dict(stored["optimizer"][name])
+        if world == 1:
+            generator.set_state(stored["rng"]["generator"])
+        else:  # each rank's transforms continue from a seed of its own
+            generator.manual_seed(settings.seed * 1000 + rank + 7919 * int(stored["step"]))
+        torch.set_rng_state(stored["rng"]["torch"])
+        step = int(stored["step"])
+        if rank == 0:
+            _truncate_log(out / "log.jsonl", step)
+    elif rank == 0:
+        (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    train_model: nn.Module = TrainingModel(model, objective)
+    if world > 1:
+        if device.startswith("cuda"):
+            train_model = nn.SyncBatchNorm.convert_sync_batchnorm(train_model)
+        train_model = nn.parallel.DistributedDataParallel(
+            train_model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None,
+            find_unused_parameters=True,
+        )
+    model.train()
+
+    dataset = PairDataset(clips, model_config.image_size, dataset_params.get("augmentation_params"),
+                          bool(dataset_params.get("id_sampling", False)))
+    if settings.steps is None:
+        settings.steps = epochs_to_steps(len(dataset), int(train_params.get("num_repeats", 1)), settings.batch_size,
+                                         int(train_params.get("num_epochs", 1)))
+    sampler = StepSampler(len(dataset), settings.batch_size // world, int(train_params.get("num_repeats", 1)),
+                          settings.seed, step, settings.steps, rank, world)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=settings.workers,
+                        pin_memory=device.startswith("cuda"))
+    precision = settings.precision
+    amp = (torch.autocast(torch.device(device).type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+           if precision != "fp32" else contextlib.nullcontext())
+    scaler = torch.amp.GradScaler(enabled=precision == "fp16" and device.startswith("cuda"))
+    log = open(out / "log.jsonl", "a") if rank == 0 else None
+    started, pairs = time.perf_counter(), 0
+    try:
+        for batch in loader:
+            source = batch["source"].to(device, non_blocking=True)
+            target = batch["target"].to(device, non_blocking=True)
+            if channels_last:
+                source = source.contiguous(memory_format=torch.channels_last)
+                target = target.contiguous(memory_format=torch.channels_last)
+            with amp:
+                losses, generated = train_model(source, target, generator)
+            total = sum(losses.values())
+            for opt in optimizers.values():
+                opt.zero_grad(set_to_none=True)
+            scaler.scale(total).backward()
+            for opt in optimizers.values():
+                scaler.step(opt)
+            scaler.update()
+            step += 1
+            pairs += source.shape[0] * world
+            values = {k: float(v.detach()) for k, v in losses.items()}
+            values["total"] = float(total.detach())
+            if not all(np.isfinite(v) for v in values.values()):
+                raise CopartError(f"Training diverged at step {step} (a loss is not finite: {values}).")
+            rate = pairs / max(time.perf_counter() - started, 1e-9)
+            report.step, report.last_losses, report.pairs_per_second = step, values, rate
+            if rank == 0:
+                log.write(json.dumps({"step": step, **values, "pairs_per_s": round(rate, 3)}) + "\n")
+                log.flush()
+                if settings.vis_every and (step % settings.vis_every == 0 or step == settings.steps):
+                    picture = visualise({"source": source, "target": target}, generated, model_config.num_segments)
+                    (out / "train-vis").mkdir(exist_ok=True)
+                    write_image(picture, out / "train-vis" / f"{step:08d}.png")
+                if step % settings.checkpoint_every == 0 or step == settings.steps:
+                    _save(out, model, config, optimizers, generator, settings, step)
+                if on_step is not None:
+                    on_step(step, settings.steps, values, rate)
+    finally:
+        if log is not None:
+            log.close()
+        if world > 1 and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+    return report
+
+
+def _save(out: Path, model: CoPartModel, config: dict, optimizers: dict, generator: torch.Generator,
+          settings: TrainSettings, step: int) -> None:
+    data = checkpoint_dict(
+        model, config, config.get("part_names"), step,
+        optimizer={name: opt.state_dict() for name, opt in optimizers.items()},
+        rng={"torch": torch.get_rng_state(), "generator": generator.get_state()},
+        train=settings.__dict__.copy(),
+    )
+    save_atomic(data, out / "checkpoint.pth")
+    save_atomic(data, out / f"checkpoint-{step:08d}.pth")
+
+
+def latest_checkpoint(out: Path) -> Path:
+    """The checkpoint of the highest step in a run folder (a kill between the two writes
+    of a step leaves either file the newer)."""
+    numbered = sorted(Path(out).glob("checkpoint-*.pth"))
+    latest = Path(out) / "checkpoint.pth"
+    if not numbered:
+        return latest
+    if latest.is_file():
+        try:
+            if int(read_checkpoint(latest).get("step", -1)) >= int(numbered[-1].stem.split("-")[-1]):
+                return latest
+        except CopartError:
+            pass
+    return numbered[-1]

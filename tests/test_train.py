@@ -1,0 +1,158 @@
+"""copart train: steps, learning, kill-and-resume, torchrun, FOMM init, bad inputs."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from copart_cli.app import app
+from copart_cli.synthetic import generate
+from models.checkpoint import read_checkpoint
+from models.errors import CopartError
+
+from .conftest import REFERENCE
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+BASE = ["--preset", "cpu-64-sem-5segments", "--batch-size", "4", "--workers", "1", "--vis-every", "0"]
+
+
+@pytest.fixture(scope="module")
+def synthetic_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synthetic")
+    generate(out, videos=6, frames=24, size=64, test=1)
+    return out
+
+
+def _train(*args):
+    result = runner.invoke(app, ["train", *map(str, args)])
+    return result
+
+
+def _cli(*args, **kwargs):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen([sys.executable, "-m", "copart_cli", *map(str, args)], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def _log(run):
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_one_step_changes_the_weights_and_every_loss_is_finite(tmp_path, synthetic_data):
+    run = tmp_path / "run"
+    result = _train(*BASE, "--data", synthetic_data, "--out", run, "--steps", "1", "--vis-every", "1")
+    assert result.exit_code == 0, result.output
+    data = read_checkpoint(run / "checkpoint.pth")
+    assert data["step"] == 1 and (run / "checkpoint-00000001.pth").exists()
+    torch.manual_seed(0)
+    from models import CoPartModel, ModelConfig
+    import presets
+
+    fresh = CoPartModel(ModelConfig.from_dict(presets.load("cpu-64-sem-5segments")))
+    changed = [k for k, v in fresh.segmentation_module.state_dict().items()
+               if not torch.equal(v, data["segmentation_module"][k])]
+    assert "segmentation.weight" in changed and "shift.weight" in changed
+    (entry,) = _log(run)
+    assert set(entry) >= {"pixel", "equivariance_shift", "equivariance_affine", "total"}
+    assert all(np.isfinite(v) for v in entry.values())
+    assert (run / "train-vis" / "00000001.png").exists() and (run / "config.yaml").exists()
+
+
+def test_thirty_steps_lower_the_reconstruction_loss(tmp_path, synthetic_data):
+    run = tmp_path / "run"
+    result = _train(*BASE, "--data", synthetic_data, "--out", run, "--steps", "30", "--batch-size", "8")
+    assert result.exit_code == 0, result.output
+    pixel = [e["pixel"] for e in _log(run)]
+    assert len(pixel) == 30
+    assert np.mean(pixel[-5:]) < 0.8 * np.mean(pixel[:5]), pixel
+
+
+def test_kill_and_resume_equals_the_uninterrupted_run(tmp_path, synthetic_data):
+    """Run A: 8 steps. Run B: killed (SIGKILL) after its checkpoint at step 4, then resumed.
+    Augmentation on (flips, time flip, colour jitter), one DataLoader worker."""
+    common = [*BASE, "--data", synthetic_data, "--steps", "8", "--checkpoint-every", "4"]
+    assert _train(*common, "--out", tmp_path / "a").exit_code == 0
+    run = tmp_path / "b"
+    proc = _cli("train", *common, "--out", run)
+    deadline = time.time() + 120
+    while not (run / "checkpoint-00000004.pth").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert read_checkpoint(run / "checkpoint.pth")["step"] == 4, "the kill came too late to test a resume"
+    resumed = _cli("train", "--resume", run)
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    a, b = read_checkpoint(tmp_path / "a" / "checkpoint.pth"), read_checkpoint(run / "checkpoint.pth")
+    assert a["step"] == b["step"] == 8
+    for module in ("segmentation_module", "reconstruction_module"):
+        for key, value in a[module].items():
+            assert torch.equal(value, b[module][key]), f"{module}.{key}"
+    assert [e["step"] for e in _log(run)] == list(range(1, 9))
+    assert [e["total"] for e in _log(run)] == [e["total"] for e in _log(tmp_path / "a")]
+
+
+def test_torchrun_two_processes_on_cpu(tmp_path, synthetic_data):
+    run = tmp_path / "ddp"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         "-m", "copart_cli", "train", *BASE, "--device", "cpu", "--data", str(synthetic_data), "--out", str(run),
+         "--steps", "3"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in run.glob("checkpoint*.pth")) == ["checkpoint-00000003.pth", "checkpoint.pth"]
+    assert [e["step"] for e in _log(run)] == [1, 2, 3]  # one writer
+    assert result.stdout.count("Trained to step 3") == 1
+
+
+def test_fomm_checkpoint_initialises_training(tmp_path, synthetic_data, reference_config):
+    preset = tmp_path / "fixture.yaml"
+    config = dict(reference_config, train_params={"loss": "pixel", "scales": [1, 0.5], "num_repeats": 1,
+                                                 "transform_params": {"sigma_affine": 0.05}})
+    preset.write_text(yaml.safe_dump(config))
+    run = tmp_path / "run"
+    result = _train("--preset", preset, "--data", synthetic_data, "--out", run, "--steps", "1", "--batch-size", "2",
+                    "--workers", "0", "--init", REFERENCE / "fomm-format.pth.tar")
+    assert result.exit_code == 0, result.output
+    assert "First Order Motion Model" in result.output
+    start = read_checkpoint(REFERENCE / "fomm-format.pth.tar")["generator"]["bottleneck.r0.conv1.weight"]
+    after = read_checkpoint(run / "checkpoint.pth")["reconstruction_module"]["bottleneck.r0.conv1.weight"]
+    assert (after - start).abs().max() < 0.01  # one Adam step away from the FOMM weights, not a fresh init
+
+
+def test_bad_inputs(tmp_path, synthetic_data):
+    def error(*args):
+        result = _train(*BASE, *args)
+        assert isinstance(result.exception, CopartError), result.output
+        return str(result.exception)
+
+    assert "does not exist" in error("--data", tmp_path / "missing", "--out", tmp_path / "r")
+    (tmp_path / "empty").mkdir()
+    assert "No usable videos" in error("--data", tmp_path / "empty", "--out", tmp_path / "r1")
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "broken.mp4").write_text("not a video")
+    shutil.copy(synthetic_data / "train" / "figure000.mp4", junk / "good.mp4")
+    one = junk / "single.png"
+    import cv2
+
+    cv2.imwrite(str(one), np.zeros((64, 64, 3), np.uint8))  # a one-frame strip
+    result = _train(*BASE, "--data", junk, "--out", tmp_path / "r2", "--steps", "1")
+    assert result.exit_code == 0, result.output
+    assert "skipped 2 unusable" in result.output and "broken.mp4" in result.output and "single.png" in result.output
+    assert "already exists" in error("--data", junk, "--out", tmp_path / "r2", "--steps", "1")
+    assert "no checkpoint.pth" in str(_train("--resume", tmp_path / "empty").exception)
+    assert "--resume continues" in str(_train("--resume", tmp_path / "r2", "--init", REFERENCE / "fomm-format.pth.tar").exception)
