@@ -43,11 +43,13 @@ def _root(
 
 
 def _register() -> None:
+    from copart_cli import eval as evaluate
     from copart_cli import info, parts, segment, swap, train
 
     app.command("train", help=train.HELP, epilog=train.EPILOG)(train.train)
     app.command("segment", help=segment.HELP, epilog=segment.EPILOG)(segment.segment)
     app.command("swap", help=swap.HELP, epilog=swap.EPILOG)(swap.swap)
+    app.command("eval", help=evaluate.HELP, epilog=evaluate.EPILOG)(evaluate.eval_command)
     app.command("parts", help=parts.HELP, epilog=parts.EPILOG)(parts.parts)
     app.command("info", help=info.HELP, epilog=info.EPILOG)(info.info)
     app.command("synthetic", help=train.SYNTHETIC_HELP)(train.synthetic)

@@ -114,27 +114,46 @@ def render_video(seed: int, frames: int = 48, size: int = 64):
     return images, labels, landmarks
 
 
-def generate(out: Path, videos: int = 12, frames: int = 48, size: int = 64, test: int = 3, seed: int = 0) -> dict:
+def generate(out: Path, videos: int = 12, frames: int = 48, size: int = 64, test: int = 3, seed: int = 0,
+             fit_every: int = 4) -> dict:
     """Write ``videos`` clips: ``out/train/*.mp4`` and ``out/test/*.mp4`` (the last ``test``),
-    with ground truth ``out/groundtruth/<name>.npz`` (labels, landmarks, foreground).
+    with ground truth ``out/groundtruth/<name>.npz`` (labels, landmarks, foreground), and the
+    same frames in the evaluation layout under ``out/eval`` (train/: every ``fit_every``-th
+    frame of the training clips, test/: every frame of the test clips, landmarks .npz, masks).
     Clips that exist are kept (running twice reuses them)."""
     out = Path(out)
-    for sub in ("train", "test", "groundtruth"):
+    for sub in ("train", "test", "groundtruth", "eval/train", "eval/test", "eval/masks/test"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     written = []
+    tables: dict[str, dict] = {"train": {}, "test": {}}
     for v in range(videos):
         split = "test" if v >= videos - test else "train"
         name = f"figure{v:03d}"
         path = out / split / f"{name}.mp4"
         truth = out / "groundtruth" / f"{name}.npz"
         if path.exists() and truth.exists():
-            continue
-        images, labels, landmarks = render_video(seed * 1000 + v, frames, size)
-        writer = VideoWriter(path, size, size, 25, None, crf=12)
-        for image in images:
-            writer.write(image)
-        writer.close()
-        np.savez_compressed(truth, labels=labels, landmarks=landmarks, foreground=labels > 0,
-                            part_names=np.array(PART_NAMES))
-        written.append(path)
+            with np.load(truth) as data:
+                landmarks = data["landmarks"]
+            images = labels = None
+        else:
+            images, labels, landmarks = render_video(seed * 1000 + v, frames, size)
+            writer = VideoWriter(path, size, size, 25, None, crf=12)
+            for image in images:
+                writer.write(image)
+            writer.close()
+            np.savez_compressed(truth, labels=labels, landmarks=landmarks, foreground=labels > 0,
+                                part_names=np.array(PART_NAMES))
+            written.append(path)
+        step = fit_every if split == "train" else 1
+        for i in range(0, len(landmarks), step):
+            file_name = f"{name}_{i:04d}.png"
+            tables[split][file_name] = landmarks[i]
+            if images is not None:
+                cv2.imwrite(str(out / "eval" / split / file_name), cv2.cvtColor(images[i], cv2.COLOR_RGB2BGR))
+                if split == "test":
+                    cv2.imwrite(str(out / "eval" / "masks" / "test" / file_name), (labels[i] > 0).astype(np.uint8) * 255)
+    for split, table in tables.items():
+        names = sorted(table)
+        np.savez(out / "eval" / f"{split}_landmarks.npz", file_name=np.asarray(names),
+                 landmarks=np.stack([table[n] for n in names]))
     return {"videos": videos, "written": len(written), "folder": str(out)}

@@ -1,0 +1,147 @@
+"""The paper's metrics with known answers, and copart eval on synthetic data."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from copart_cli import metrics
+from copart_cli.app import app
+from copart_cli.synthetic import generate, render_video
+from models.errors import CopartError
+
+runner = CliRunner()
+
+
+def _one_hot(labels: np.ndarray, k: int) -> torch.Tensor:
+    return torch.from_numpy(np.stack([(labels == c) for c in range(k + 1)], axis=1).astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def clip():
+    images, labels, landmarks = render_video(7, frames=40, size=64)
+    return images, labels, landmarks
+
+
+def test_ground_truth_part_maps_give_iou_one_and_near_zero_mae(clip):
+    _, labels, landmarks = clip
+    maps = _one_hot(labels, 5)
+    assert metrics.iou(metrics.foreground(maps, (64, 64)), labels > 0)["iou_mean"] == 1.0
+    centres = metrics.part_centres(maps, (64, 64))
+    result = metrics.landmark_regression(centres[:30], landmarks[:30], centres[30:], landmarks[30:])
+    # Landmarks are rigid points of the parts, so the part centres predict them closely: the
+    # residue (rotation, occlusion, rasterisation) is a small fraction of predicting the mean.
+    mean_predictor = np.abs(landmarks[30:] - landmarks[:30].mean(axis=0)).mean()
+    assert len(result["per_coordinate"]) == 20
+    assert result["mae_mean"] < 1.0 and result["mae_mean"] < 0.2 * mean_predictor, (result["mae_mean"], mean_predictor)
+
+
+def test_part_maps_whose_centres_are_an_affine_function_of_landmarks_give_zero_mae():
+    rng = np.random.default_rng(0)
+    landmarks = rng.uniform(0, 64, (60, 3, 2))
+    matrix = np.array([[0.3, 0.1], [-0.1, 0.25]])
+    centres = landmarks @ matrix.T + [22, 20]  # inside the image, away from its border
+    yy, xx = np.mgrid[:64, :64]
+    maps = np.zeros((60, 4, 64, 64), np.float32)
+    for n in range(60):
+        for k in range(3):
+            blob = np.exp(-((xx - centres[n, k, 0]) ** 2 + (yy - centres[n, k, 1]) ** 2) / (2 * 2.0**2))
+            maps[n, k + 1] = blob / blob.max()
+    maps[:, 0] = np.clip(1 - maps[:, 1:].sum(1), 0, 1)
+    found = metrics.part_centres(torch.from_numpy(maps), (64, 64))
+    assert np.abs(found - centres).max() < 0.5
+    result = metrics.landmark_regression(found[:40], landmarks[:40], found[40:], landmarks[40:])
+    assert result["mae_mean"] < 0.05, result["mae_mean"]
+
+
+def test_a_constant_part_map_gives_the_mae_of_predicting_the_mean(clip):
+    _, _, landmarks = clip
+    maps = torch.full((40, 6, 16, 16), 1 / 6)
+    centres = metrics.part_centres(maps, (64, 64))
+    result = metrics.landmark_regression(centres[:30], landmarks[:30], centres[30:], landmarks[30:])
+    expected = np.abs(landmarks[30:] - landmarks[:30].mean(axis=0)).mean(axis=0).ravel()
+    assert np.allclose(result["per_coordinate"], expected, atol=1e-6)
+    assert np.isclose(result["mae_sum"], expected.sum())
+
+
+def test_missing_landmarks_are_skipped_per_coordinate():
+    rng = np.random.default_rng(1)
+    landmarks = rng.uniform(0, 64, (50, 2, 2))
+    centres = landmarks[:, :1] * 2 + 1  # predicts landmark 0 exactly
+    noisy = landmarks.copy()
+    noisy[:10, 0, 0] = -1  # missing in the fit set: left out, not fitted as -1
+    noisy[45:, 0, 0] = -1  # missing in the held-out set: not scored
+    result = metrics.landmark_regression(centres[:40], noisy[:40], centres[40:], noisy[40:])
+    assert result["per_coordinate"][0] < 1e-9 and result["per_coordinate"][1] < 1e-9
+
+
+def test_the_paper_protocol_centre_convention():
+    """A single bright pixel at column i, row j has its centre at (i, j) in pixels (grid i/W*2-1)."""
+    maps = torch.zeros(1, 2, 8, 8)
+    maps[0, 1, 2, 5] = 1.0
+    maps[0, 0] = 1 - maps[0, 1]
+    centre = metrics.part_centres(maps, (8, 8))[0, 0]
+    assert np.allclose(centre, (5, 2), atol=0.01)
+
+
+@pytest.fixture(scope="module")
+def eval_root(tmp_path_factory):
+    out = tmp_path_factory.mktemp("syn")
+    generate(out, videos=4, frames=16, size=64, test=1)
+    return out / "eval"
+
+
+def test_eval_command_on_the_synthetic_layout(tmp_path, eval_root, fixture_checkpoint):
+    plot = tmp_path / "plot.png"
+    result = runner.invoke(app, ["eval", str(eval_root), "--checkpoint", str(fixture_checkpoint), "--metric", "all",
+                                 "--json", "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{"):])
+    assert report["fit_images"] == 12 and report["test_images"] == 16 and report["mae"]["landmarks"] == 10
+    assert 0 <= report["iou"]["iou_mean"] <= 1 and report["mae"]["sum"] > 0
+    assert plot.exists()
+    table = runner.invoke(app, ["eval", str(eval_root), "--checkpoint", str(fixture_checkpoint), "--metric", "iou"])
+    assert table.exit_code == 0 and "foreground IoU" in table.output and "MAE" not in table.output
+
+
+def test_authors_pickle_reads_only_with_the_flag(tmp_path, eval_root, fixture_checkpoint):
+    pd = pytest.importorskip("pandas")
+    import shutil
+
+    root = tmp_path / "authors"
+    shutil.copytree(eval_root, root)
+    for split in ("train", "test"):
+        data = np.load(root / f"{split}_landmarks.npz")
+        frame = pd.DataFrame({"file_name": list(data["file_name"]), "frame_number": 0,
+                              "value": list(data["landmarks"])})
+        frame.to_pickle(root / f"synthetic_{split}_gt.pkl")
+        (root / f"{split}_landmarks.npz").unlink()
+    args = ["eval", str(root), "--checkpoint", str(fixture_checkpoint), "--metric", "mae", "--json"]
+    refused = runner.invoke(app, args)
+    assert isinstance(refused.exception, CopartError) and "--trust-pickle" in str(refused.exception)
+    assert not (root / "synthetic_train_gt.npz").exists()
+    trusted = runner.invoke(app, args + ["--trust-pickle"])
+    assert trusted.exit_code == 0, trusted.output
+    assert (root / "synthetic_train_gt.npz").exists()  # converted once to a safe format
+    again = runner.invoke(app, args)  # now without the flag: the converted file is read
+    assert again.exit_code == 0
+    assert json.loads(again.output[again.output.index("{"):])["mae"] == \
+        json.loads(trusted.output[trusted.output.index("{"):])["mae"]
+
+
+def test_missing_things_are_one_sentence(tmp_path, fixture_checkpoint):
+    result = runner.invoke(app, ["eval", str(tmp_path / "nope"), "--checkpoint", str(fixture_checkpoint)])
+    assert isinstance(result.exception, CopartError) and "does not exist" in str(result.exception)
+    (tmp_path / "test").mkdir()
+    result = runner.invoke(app, ["eval", str(tmp_path), "--checkpoint", str(fixture_checkpoint)])
+    assert isinstance(result.exception, CopartError) and "holds no images" in str(result.exception)
+
+
+def test_kmeans_baseline_shapes(clip):
+    images, _, _ = clip
+    maps = metrics.kmeans_parts(images[0], 5)
+    assert maps.shape == (6, 64, 64) and np.allclose(maps.sum(0), 1)
+
+
