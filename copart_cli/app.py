@@ -44,15 +44,17 @@ def _root(
 
 def _register() -> None:
     from copart_cli import eval as evaluate
-    from copart_cli import info, parts, segment, swap, train
+    from copart_cli import demo, info, parts, segment, swap, train
 
     app.command("train", help=train.HELP, epilog=train.EPILOG)(train.train)
+    app.command("demo", help=demo.HELP, epilog=demo.EPILOG)(demo.demo)
     app.command("segment", help=segment.HELP, epilog=segment.EPILOG)(segment.segment)
     app.command("swap", help=swap.HELP, epilog=swap.EPILOG)(swap.swap)
     app.command("eval", help=evaluate.HELP, epilog=evaluate.EPILOG)(evaluate.eval_command)
     app.command("parts", help=parts.HELP, epilog=parts.EPILOG)(parts.parts)
     app.command("info", help=info.HELP, epilog=info.EPILOG)(info.info)
-    app.command("synthetic", help=train.SYNTHETIC_HELP)(train.synthetic)
+    app.command("synthetic", help=train.SYNTHETIC_HELP,
+                epilog="Example:\n\n  copart synthetic demo/data --videos 12 --frames 48")(train.synthetic)
 
 
 _register()

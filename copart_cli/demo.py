@@ -1,0 +1,193 @@
+"""``copart demo``: from nothing to videos that show what copart does, on a CPU.
+
+Generates synthetic articulated-motion videos, trains a small model on them, names the
+learned parts after the ground-truth part each overlaps most, segments a held-out video,
+swaps a part of one figure onto another video, and scores the model against the ground
+truth. Everything lands in one folder; running it again reuses what exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+import typer
+
+from models.checkpoint import checkpoint_dict, load_model, save_atomic
+from models.errors import CopartError
+
+from .synthetic import PART_NAMES, generate
+from .video import MediaReader, read_image, write_image
+
+HELP = "Run the whole pipeline on synthetic data in a few CPU minutes: synthetic, train, segment, swap, eval."
+EPILOG = "Example:\n\n  copart demo demo/\n\nCOPART_DEMO_QUICK=1 (or --quick) shrinks every step for a smoke test."
+PRESET = "cpu-64-sem-5segments"
+
+
+def _run(*args: str) -> None:
+    """Run a copart command in this process; user errors propagate as CopartError."""
+    from .app import app
+
+    app(list(args), prog_name="copart", standalone_mode=False)
+
+
+def name_parts(checkpoint: Path, data: Path, out: Path) -> dict[str, list[int]]:
+    """Name each learned channel after the ground-truth part it overlaps most (on the
+    training clips), and write a copart checkpoint with those names."""
+    loaded = load_model(checkpoint)
+    model, k = loaded.model, loaded.model.num_segments
+    overlap = np.zeros((k + 1, len(PART_NAMES) + 1))
+    for video in sorted((data / "train").glob("*.mp4"))[:4]:
+        labels = np.load(data / "groundtruth" / f"{video.stem}.npz")["labels"]
+        with MediaReader(video) as reader:
+            frames = [f.image for f in reader.frames()]
+        batch = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
+        with torch.no_grad():
+            seg = model.segment(batch).segmentation
+        seg = torch.nn.functional.interpolate(seg, size=labels.shape[1:], mode="bilinear", align_corners=False)
+        learned = seg.argmax(1).numpy()
+        for c in range(k + 1):
+            for g in range(len(PART_NAMES) + 1):
+                overlap[c, g] += np.count_nonzero((learned == c) & (labels == g))
+    names: dict[str, list[int]] = {}
+    for c in range(1, k + 1):
+        if overlap[c].sum() == 0:
+            continue
+        g = int(overlap[c].argmax())
+        if g > 0:
+            names.setdefault(PART_NAMES[g - 1].replace(" ", "-"), []).append(c)
+    save_atomic(checkpoint_dict(model, loaded.config, names, step=loaded.step or 0), out)
+    return names
+
+
+def _frames(path: Path, indices: list[int]) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    return [frames[min(i, len(frames) - 1)] for i in indices]
+
+
+def _strip(images: list[np.ndarray], height: int = 192) -> np.ndarray:
+    import cv2
+
+    scaled = [cv2.resize(im, (round(im.shape[1] * height / im.shape[0]), height), interpolation=cv2.INTER_NEAREST)
+              for im in images]
+    gap = np.full((height, 6, 3), 255, np.uint8)
+    out = []
+    for im in scaled:
+        out += [im, gap]
+    return np.concatenate(out[:-1], axis=1)
+
+
+def demo(
+    folder: Path = typer.Argument(Path("demo"), help="Where everything goes (reused when run again)."),
+    steps: int = typer.Option(800, "--steps", min=1, help="Training steps (about 4 CPU minutes for 800)."),
+    quick: bool = typer.Option(False, "--quick", help="Tiny sizes for a smoke test (also COPART_DEMO_QUICK=1)."),
+) -> None:
+    quick = quick or os.environ.get("COPART_DEMO_QUICK", "") not in ("", "0")
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise CopartError(f"{folder} exists and is not a folder.")
+    folder.mkdir(parents=True, exist_ok=True)
+    data, run, pictures = folder / "data", folder / "run", folder / "pictures"
+    pictures.mkdir(exist_ok=True)
+    steps = 12 if quick else steps
+    timings: dict[str, float] = {}
+
+    def timed(name, action):
+        start = time.perf_counter()
+        action()
+        timings[name] = round(time.perf_counter() - start, 1)
+
+    typer.echo("1/5 synthetic videos")
+    timed("synthetic", lambda: generate(data, videos=6 if quick else 12, frames=24 if quick else 48, size=64,
+                                        test=2 if quick else 3))
+
+    typer.echo(f"2/5 training {PRESET} for {steps} steps on the CPU")
+    latest = run / "checkpoint.pth"
+
+    def training():
+        if latest.exists():
+            done = int(torch.load(latest, map_location="cpu", weights_only=True)["step"])
+            if done >= steps:
+                typer.echo(f"    reusing {latest} (step {done})")
+                return
+            _run("train", "--resume", str(run))
+        else:
+            _run("train", "--preset", PRESET, "--data", str(data), "--out", str(run), "--steps", str(steps),
+                 "--batch-size", "8" if quick else "16", "--checkpoint-every", str(max(1, steps // 4)),
+                 "--vis-every", str(max(1, steps // 4)), "--workers", "1", "--force")
+
+    timed("train", training)
+    named = folder / "model.pth"
+    names = name_parts(latest, data, named)
+
+    tests = sorted((data / "test").glob("*.mp4"))
+    held_out, other = tests[0], tests[-1]
+    typer.echo(f"3/5 segmenting {held_out.name}")
+    seg_video = folder / f"{held_out.stem}.parts.mp4"
+    timed("segment", lambda: seg_video.exists() or _run(
+        "segment", str(held_out), "--checkpoint", str(named), "--no-crop", "--style", "side-by-side", "--hard",
+        "-o", str(seg_video), "--masks", str(folder / "masks.npz"), "--force"))
+
+    part = max(names, key=lambda n: len(names[n])) if names else "1"
+    part = "head" if "head" in names else part
+    typer.echo(f"4/5 swapping the {part} of {held_out.stem} onto {other.stem}")
+    swap_video = folder / f"{other.stem}.swap.mp4"
+    timed("swap", lambda: swap_video.exists() or _run(
+        "swap", "--checkpoint", str(named), "--parts", part, "--no-crop", str(other), str(held_out),
+        "--source-frame", "0", "-o", str(swap_video), "--force"))
+
+    typer.echo("5/5 evaluating against the ground truth")
+    eval_json = folder / "eval.json"
+
+    def evaluating():
+        captured = io.StringIO()
+        with contextlib.redirect_stdout(captured):
+            _run("eval", str(data / "eval"), "--checkpoint", str(named), "--metric", "all", "--json",
+                 "--plot", str(pictures / "eval.png"))
+        text = captured.getvalue()
+        eval_json.write_text(text[text.index("{"):])
+
+    timed("eval", evaluating)
+    scores = json.loads(eval_json.read_text())
+
+    # Pictures made from the outputs, for people (and the README).
+    frames = probe_count(seg_video)
+    write_image(_strip(_frames(seg_video, [0, frames // 2, frames - 1])), pictures / "segment.png")
+    write_image(read_image(seg_video.with_name(f"{held_out.stem}.legend.png")), pictures / "legend.png")
+    source = _frames(held_out, [0])[0]
+    target, result = _frames(other, [frames // 2])[0], _frames(swap_video, [frames // 2])[0]
+    write_image(_strip([source, target, result]), pictures / "swap.png")
+    vis = sorted((run / "train-vis").glob("*.png"))
+    if vis:
+        write_image(read_image(vis[-1]), pictures / "train-vis.png")
+
+    summary = {
+        "folder": str(folder),
+        "model": str(named),
+        "part_names": names,
+        "segmentation": str(seg_video),
+        "swap": str(swap_video),
+        "swapped_part": part,
+        "metrics": {"iou": scores["iou"]["iou_mean"], "mae_sum": scores["mae"]["sum"], "mae_mean": scores["mae"]["mean"]},
+        "pictures": sorted(str(p) for p in pictures.glob("*.png")),
+        "seconds": timings,
+    }
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+    typer.echo(
+        f"Done in {sum(timings.values()):.0f} s: parts {', '.join(f'{n}={c}' for n, c in names.items()) or 'unnamed'}; "
+        f"IoU {summary['metrics']['iou']:.3f}, landmark MAE {summary['metrics']['mae_mean']:.2f} px per coordinate; "
+        f"videos {seg_video.name}, {swap_video.name}; summary {folder / 'summary.json'}"
+    )
+
+
+def probe_count(path: Path) -> int:
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))

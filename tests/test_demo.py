@@ -1,0 +1,31 @@
+"""The README's first command: the demo, end to end, in its reduced size."""
+
+import json
+
+from typer.testing import CliRunner
+
+from copart_cli.app import app
+from copart_cli.video import probe
+
+runner = CliRunner()
+
+
+def test_demo_runs_end_to_end_and_reuses_what_exists(tmp_path, monkeypatch):
+    monkeypatch.setenv("COPART_DEMO_QUICK", "1")
+    folder = tmp_path / "demo"
+    result = runner.invoke(app, ["demo", str(folder)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((folder / "summary.json").read_text())
+    for key in ("segmentation", "swap"):
+        info = probe(summary[key])
+        assert info["frames"] == 24 and info["codec"] == "h264" and info["fps"] == 25
+    assert probe(summary["segmentation"])["width"] == 128  # side by side
+    assert 0 <= summary["metrics"]["iou"] <= 1 and summary["metrics"]["mae_sum"] > 0
+    assert {p.split("/")[-1] for p in summary["pictures"]} == {"eval.png", "legend.png", "segment.png", "swap.png",
+                                                               "train-vis.png"}
+    log = (folder / "run" / "log.jsonl").read_text()
+
+    again = runner.invoke(app, ["demo", str(folder)])
+    assert again.exit_code == 0, again.output
+    assert "reusing" in again.output
+    assert (folder / "run" / "log.jsonl").read_text() == log  # not trained again
