@@ -22,6 +22,10 @@ import numpy as np
 from models.errors import CopartError
 
 S3FD_URL = "https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth"
+# Face tracking: detections are averaged over TRACK_WINDOW frames either side, and a box is
+# carried for up to MAX_GAP_SECONDS where the detector misses the face.
+TRACK_WINDOW = 8
+MAX_GAP_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -248,3 +252,9 @@ def paste(image: np.ndarray, patch: np.ndarray, box: Box, feather: float = 0.08)
     m = mask[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
     out[cy0:cy1, cx0:cx1] = np.clip(region + m * (p - region) + 0.5, 0, 255).astype(np.uint8)
     return out
+
+
+def make_track(kind: str, device: str, margin: float, fps, notices: list) -> "FaceTrack":
+    """The face track the video commands use: ``kind``'s detector, copart's smoothing and gap."""
+    detector = make_detector(kind, device, notices)
+    return FaceTrack(detector, margin, TRACK_WINDOW, int(round(MAX_GAP_SECONDS * float(fps or 25))))

@@ -19,11 +19,11 @@ from rich.console import Console
 from models.errors import CopartError
 
 from . import render, video
-from .faces import FaceTrack, make_detector
+from .faces import make_track
 from .loading import pick_device, resolve_model
 from .masks import NpzStream
 from .pipeline import WHOLE, Stats, autocast, batched_apply, regions, stream_video, to_tensor
-from .swap import MAX_GAP_SECONDS, TRACK_WINDOW, Detector, Precision
+from .swap import Detector, Precision
 
 HELP = "Paint the parts of every frame in their own colours, with a numbered legend, masks and label images."
 EPILOG = (
@@ -131,16 +131,6 @@ def _outputs_for(target: Path, output: Optional[Path], still: bool) -> tuple[Pat
     return output, output.with_name(f"{name}.legend.png")
 
 
-def _check_new(path: Path, force: bool, inputs: list[Path]) -> None:
-    for given in inputs:
-        if path.exists() and given.exists() and path.resolve() == given.resolve():
-            raise CopartError(f"Output {path} is an input; copart never overwrites its inputs.")
-    if path.exists() and not force:
-        raise CopartError(f"Output {path} already exists; pass --force to replace it.")
-    if not path.parent.is_dir():
-        raise CopartError(f"Output folder {path.parent} does not exist.")
-
-
 def segment(
     target: Path = typer.Argument(..., help="Video (any format PyAV reads), GIF, image or folder of frames."),
     k: Optional[int] = typer.Option(None, "--k", help="The published vox model with K parts: 5 (default), 10 or 15."),
@@ -175,7 +165,7 @@ def segment(
         if out_path.suffix.lower() not in (video.IMAGE_SUFFIXES if reader.still else {".mp4", ".m4v", ".mov"}):
             raise CopartError(f"Output {out_path} must be {'an image' if reader.still else 'an MP4 video'}.")
         for path in [out_path, legend_path] + ([masks] if masks else []):
-            _check_new(path, force, [target])
+            video.check_output(path, force, [target])
         if masks is not None and masks.suffix != ".npz":
             raise CopartError(f"--masks {masks} must end in .npz.")
         if png_dir is not None:
@@ -192,8 +182,7 @@ def segment(
         notices: list[str] = []
         track = None
         if not no_crop:
-            det = make_detector(detector.value, device, notices)
-            track = FaceTrack(det, margin, TRACK_WINDOW, int(round(MAX_GAP_SECONDS * float(reader.fps or 25))))
+            track = make_track(detector.value, device, margin, reader.fps, notices)
         for notice in notices:
             console.print(f"[yellow]Notice:[/] {notice}.")
 

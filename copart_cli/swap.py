@@ -12,7 +12,7 @@ from rich.console import Console
 from models.errors import CopartError
 
 from . import video
-from .faces import FaceTrack, best_face, face_to_box, make_detector
+from .faces import best_face, face_to_box, make_track
 from .loading import parse_parts, pick_device, resolve_model
 from .pipeline import WHOLE, PartSwapper, Stats, batched_apply, put, regions, stream_video, take
 
@@ -26,10 +26,6 @@ EPILOG = (
     "file names (vox-5segments.pth.tar, ...)."
 )
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov"}
-# Face tracking: detections are averaged over TRACK_WINDOW frames either side, and a box is
-# carried for up to MAX_GAP_SECONDS where the detector misses the face.
-TRACK_WINDOW = 8
-MAX_GAP_SECONDS = 2.0
 
 
 class Precision(str, Enum):
@@ -53,13 +49,7 @@ def output_path(target: Path, source: Path, output: Optional[Path], force: bool,
     if output.suffix.lower() not in allowed:
         kind = "an image" if still else "an MP4 video"
         raise CopartError(f"Output {output} must be {kind} ({', '.join(sorted(allowed))}).")
-    for given in (target, source):
-        if output.exists() and given.exists() and output.resolve() == given.resolve():
-            raise CopartError(f"Output {output} is an input file; copart never overwrites its inputs.")
-    if output.exists() and not force:
-        raise CopartError(f"Output {output} already exists; pass --force to replace it.")
-    if not output.parent.is_dir():
-        raise CopartError(f"Output folder {output.parent} does not exist.")
+    video.check_output(output, force, (target, source))
     return output
 
 
@@ -111,12 +101,11 @@ def swap(
         notices: list[str] = []
         track = None
         if not no_crop:
-            det = make_detector(detector.value, device, notices)
-            found = best_face(det.detect(face))
+            track = make_track(detector.value, device, margin, reader.fps, notices)
+            found = best_face(track.detector.detect(face))
             if found is None:
                 raise CopartError(f"No face found in source {source}; use --no-crop to use the whole image.")
             face = take(face, face_to_box(found, margin), size)
-            track = FaceTrack(det, margin, TRACK_WINDOW, int(round(MAX_GAP_SECONDS * float(reader.fps or 25))))
         else:
             face = take(face, WHOLE, size)
         for notice in notices:

@@ -72,6 +72,17 @@ def _natural_key(path: Path):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
 
 
+def check_output(path: Path, force: bool, inputs) -> None:
+    """An output may not be an input, may replace a file only with ``force``, and needs its folder."""
+    for given in inputs:
+        if path.exists() and Path(given).exists() and path.resolve() == Path(given).resolve():
+            raise CopartError(f"Output {path} is an input file; copart never overwrites its inputs.")
+    if path.exists() and not force:
+        raise CopartError(f"Output {path} already exists; pass --force to replace it.")
+    if not path.parent.is_dir():
+        raise CopartError(f"Output folder {path.parent} does not exist.")
+
+
 def _check_exists(path: Path, what: str) -> None:
     if not path.exists():
         raise CopartError(f"{what} {path} does not exist.")

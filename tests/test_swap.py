@@ -14,7 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from copart_cli import swap as swap_cmd
+from copart_cli import faces
 from copart_cli.app import app
 from copart_cli.faces import FaceTrack, HaarDetector
 from copart_cli.pipeline import PartSwapper, WHOLE, batched_apply, to_tensor
@@ -43,7 +43,7 @@ def _psnr(a, b):
 
 def _carphone_boxes(carphone):
     with MediaReader(carphone) as reader:
-        window, gap = swap_cmd.TRACK_WINDOW, round(swap_cmd.MAX_GAP_SECONDS * float(reader.fps))
+        window, gap = faces.TRACK_WINDOW, round(faces.MAX_GAP_SECONDS * float(reader.fps))
         track = FaceTrack(HaarDetector(), 0.3, window, gap)
         return [box for _, box in track.track(reader.frames())], track
 
@@ -100,7 +100,7 @@ def test_pixels_outside_the_face_box_are_untouched_before_encoding(carphone, ast
     model = load_model(fixture_checkpoint).model
     swapper = PartSwapper(model, read_image(astronaut)[:128, :128], [3, 4, 5])
     with MediaReader(carphone, max_frames=20) as reader:
-        track = FaceTrack(HaarDetector(), 0.3, swap_cmd.TRACK_WINDOW, 60)
+        track = FaceTrack(HaarDetector(), 0.3, faces.TRACK_WINDOW, 60)
         pasted = 0
         for frame, box, patch in batched_apply(track.track(reader.frames()), 128, 4, swapper):
             out = put(frame.image, patch, box) if patch is not None else frame.image
