@@ -57,12 +57,16 @@ def name_parts(checkpoint: Path, data: Path, out: Path) -> dict[str, list[int]]:
             for g in range(len(PART_NAMES) + 1):
                 overlap[c, g] += np.count_nonzero((learned == c) & (labels == g))
     names: dict[str, list[int]] = {}
+    area: dict[str, float] = {}
     for c in range(1, k + 1):
-        if overlap[c].sum() == 0:
+        total = overlap[c].sum()
+        # A learned part is named after the figure part it covers most, if it lies mostly on the figure.
+        if total == 0 or overlap[c, 1:].sum() < 0.4 * total:
             continue
-        g = int(overlap[c].argmax())
-        if g > 0:
-            names.setdefault(PART_NAMES[g - 1].replace(" ", "-"), []).append(c)
+        name = PART_NAMES[int(overlap[c, 1:].argmax())].replace(" ", "-")
+        names.setdefault(name, []).append(c)
+        area[name] = area.get(name, 0.0) + total
+    names = {n: names[n] for n in sorted(names, key=lambda n: -area[n])}  # largest first
     save_atomic(checkpoint_dict(model, loaded.config, names, step=loaded.step or 0), out)
     return names
 
@@ -132,15 +136,14 @@ def demo(
     held_out, other = tests[0], tests[-1]
     typer.echo(f"3/5 segmenting {held_out.name}")
     seg_video = folder / f"{held_out.stem}.parts.mp4"
-    timed("segment", lambda: seg_video.exists() or _run(
+    timed("segment", lambda: _run(
         "segment", str(held_out), "--checkpoint", str(named), "--no-crop", "--style", "side-by-side", "--hard",
         "-o", str(seg_video), "--masks", str(folder / "masks.npz"), "--force"))
 
-    part = max(names, key=lambda n: len(names[n])) if names else "1"
-    part = "head" if "head" in names else part
+    part = next(iter(names), "1")  # the learned part covering most of the figure
     typer.echo(f"4/5 swapping the {part} of {held_out.stem} onto {other.stem}")
     swap_video = folder / f"{other.stem}.swap.mp4"
-    timed("swap", lambda: swap_video.exists() or _run(
+    timed("swap", lambda: _run(
         "swap", "--checkpoint", str(named), "--parts", part, "--no-crop", str(other), str(held_out),
         "--source-frame", "0", "-o", str(swap_video), "--force"))
 

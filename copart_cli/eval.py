@@ -19,7 +19,7 @@ from models.errors import CopartError
 from . import evaluation, metrics
 from .faces import best_face, face_to_box, make_detector
 from .loading import pick_device, resolve_model
-from .pipeline import autocast, progress_bar, take, to_tensor
+from .pipeline import WHOLE, autocast, progress_bar, take, to_tensor
 from .segment import frame_maps
 from .swap import Precision
 from .video import read_image, write_image
@@ -57,7 +57,7 @@ class Scorer:
             with torch.inference_mode(), autocast(self.device, self.precision):
                 seg = self.model.segment(to_tensor(crops, self.device)).segmentation.float().cpu()
             for image, region, maps in zip(images, regions, seg):
-                full = self._place(maps.numpy(), region, image.shape) if region != "whole" else maps[None]
+                full = maps[None] if region is WHOLE else self._place(maps.numpy(), region, image.shape)
                 size = image.shape[:2]
                 full = torch.as_tensor(full)
                 centres.append(metrics.part_centres(full, size)[0])
@@ -69,9 +69,9 @@ class Scorer:
 
     def _region(self, image):
         if self.detector is None:
-            return "whole"
+            return WHOLE
         face = best_face(self.detector.detect(image))
-        return face_to_box(face, self.margin) if face is not None else "whole"
+        return face_to_box(face, self.margin) if face is not None else WHOLE
 
     @staticmethod
     def _place(maps: np.ndarray, region, shape) -> np.ndarray:
@@ -87,7 +87,7 @@ class Scorer:
 def plot(files, truth, predicted, foreground, out: Path, count: int = 6) -> None:
     """True (green) and predicted (red) landmarks and the predicted foreground (tinted)."""
     tiles = []
-    for i in range(min(count, len(files))):
+    for i in sorted(set(np.linspace(0, len(files) - 1, min(count, len(files))).round().astype(int).tolist())):
         image = read_image(files[i]).astype(np.float32)
         if foreground is not None:
             image[foreground[i]] = 0.6 * image[foreground[i]] + 0.4 * np.array([60, 120, 255])

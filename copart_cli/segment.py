@@ -218,6 +218,7 @@ def segment(
         if png_tmp is not None:
             if png_dir.exists():
                 shutil.rmtree(png_dir)
+            os.chmod(png_tmp, 0o777 & ~video.current_umask())
             os.replace(png_tmp, png_dir)
             written.append(png_dir)
     except BaseException:

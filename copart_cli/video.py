@@ -92,6 +92,12 @@ def _check_exists(path: Path, what: str) -> None:
         raise CopartError(f"{what} {path} cannot be read (permission denied).")
 
 
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(final: Path):
     """Yield a temporary path beside ``final``; rename it to ``final`` only if the block
@@ -99,6 +105,7 @@ def atomic_path(final: Path):
     final = Path(final)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".part{final.suffix}", dir=final.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 would make outputs private
     try:
         yield Path(tmp)
         os.replace(tmp, final)

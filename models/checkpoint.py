@@ -395,6 +395,9 @@ def save_atomic(data: dict, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)  # a checkpoint is as readable as any file the user writes
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(data, f)

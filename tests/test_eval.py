@@ -145,3 +145,25 @@ def test_kmeans_baseline_shapes(clip):
     assert maps.shape == (6, 64, 64) and np.allclose(maps.sum(0), 1)
 
 
+
+
+def test_crop_places_face_part_maps_back_in_the_image(tmp_path, astronaut, fixture_checkpoint):
+    import cv2
+    import shutil
+
+    (tmp_path / "test").mkdir()
+    (tmp_path / "masks" / "test").mkdir(parents=True)
+    shutil.copy(astronaut, tmp_path / "test" / "a.png")
+    cv2.imwrite(str(tmp_path / "masks" / "test" / "a.png"), np.zeros((512, 512), np.uint8))
+    result = runner.invoke(app, ["eval", str(tmp_path), "--checkpoint", str(fixture_checkpoint), "--metric", "iou",
+                                 "--crop", "--json", "--plot", str(tmp_path / "p.png")])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{"):])
+    assert report["test_images"] == 1 and 0 <= report["iou"]["iou_mean"] <= 1
+    assert read_plot_size(tmp_path / "p.png") == (256, 256)
+
+
+def read_plot_size(path):
+    from copart_cli.video import read_image
+
+    return read_image(path).shape[:2]

@@ -320,3 +320,14 @@ def test_interrupted_run_leaves_no_output(tmp_path, bigbuckbunny, astronaut, fix
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_outputs_have_ordinary_permissions(tmp_path, carphone, astronaut, fixture_checkpoint):
+    out = tmp_path / "o.mp4"
+    old = os.umask(0o022)
+    try:
+        assert _swap("--checkpoint", fixture_checkpoint, "--parts", "2", "--no-crop", "--max-frames", "2", carphone,
+                     astronaut, "-o", out).exit_code == 0
+    finally:
+        os.umask(old)
+    assert (out.stat().st_mode & 0o777) == 0o644
