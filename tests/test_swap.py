@@ -331,3 +331,32 @@ def test_outputs_have_ordinary_permissions(tmp_path, carphone, astronaut, fixtur
     finally:
         os.umask(old)
     assert (out.stat().st_mode & 0o777) == 0o644
+
+
+def test_variable_frame_rate_and_late_start_keep_their_timestamps(tmp_path, carphone, astronaut, fixture_checkpoint):
+    from fractions import Fraction
+
+    frames = _frames(carphone)[:40]
+    clip = tmp_path / "vfr.mp4"
+    with av.open(str(clip), "w") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 176, 144, "yuv420p"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+        t = 0
+        for i, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = t, Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+            t += 33 if i < 20 else 100  # 30 frames/s, then 10
+        for packet in stream.encode(None):
+            out.mux(packet)
+
+    def times(path):
+        with av.open(str(path)) as c:
+            return [round(f.time, 4) for f in c.decode(video=0)]
+
+    result = _swap("--checkpoint", fixture_checkpoint, "--parts", "2", "--no-crop", clip, astronaut,
+                   "-o", tmp_path / "out.mp4")
+    assert result.exit_code == 0, result.output
+    assert times(tmp_path / "out.mp4") == times(clip)
