@@ -120,26 +120,45 @@ def read_frames(clip: Clip, indices: list[int], size: tuple[int, int]) -> list[n
 
 
 def _seek_frames(path: Path, indices: list[int], fps: float) -> list[np.ndarray]:
-    """Decode only around each wanted frame: seek to the key frame before it, then decode forward."""
+    """Decode only around each wanted frame: seek to the key frame before it, then decode
+    forward. Where a seek does not land before the frame (MPEG-TS seeks by bytes, for
+    example), decode from the start instead, counting frames."""
     out = {}
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
         for index in sorted(set(indices)):
             wanted = start + index / fps
+            found = None
             try:
                 container.seek(int(wanted / stream.time_base), stream=stream, backward=True)
+                first = True
+                for frame in container.decode(stream):
+                    if frame.time is None or (first and frame.time > wanted + 0.5 / fps):
+                        break  # landed after the frame: not trustworthy
+                    first = False
+                    if frame.time >= wanted - 0.5 / fps:
+                        found = frame
+                        break
             except av.error.FFmpegError:
-                container.seek(0, stream=stream)
-            last = None
-            for frame in container.decode(stream):
-                last = frame
-                if frame.time is None or frame.time >= wanted - 0.5 / fps:
-                    break
-            if last is None:
-                raise ValueError(f"{path.name}: frame {index} cannot be decoded")
-            out[index] = last.to_ndarray(format="rgb24")
+                found = None
+            if found is None:
+                found = _decode_counting(container, stream, index)
+            out[index] = found.to_ndarray(format="rgb24")
     return [out[i] for i in indices]
+
+
+def _decode_counting(container, stream, index: int):
+    """The ``index``-th frame, decoding from the start of the stream."""
+    container.seek(0, stream=stream, backward=True)
+    last = None
+    for i, frame in enumerate(container.decode(stream)):
+        last = frame
+        if i == index:
+            return frame
+    if last is None:
+        raise ValueError(f"{Path(container.name).name}: frame {index} cannot be decoded")
+    return last
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -198,7 +217,10 @@ class PairDataset(Dataset):
         members = self.identities[index]
         clip = self.clips[members[int(rng.integers(len(members)))]]
         chosen = np.sort(rng.choice(clip.num_frames, size=2, replace=True)).tolist()
-        frames = read_frames(clip, chosen, self.size)
+        try:
+            frames = read_frames(clip, chosen, self.size)
+        except (ValueError, OSError, av.error.FFmpegError, CopartError) as exc:
+            raise CopartError(f"Training data {clip.path} could not be read ({_reason(exc)}).") from None
         flips = self.augmentation.get("flip_param", {})
         if flips.get("horizontal_flip") and rng.random() < 0.5:
             frames = [np.ascontiguousarray(f[:, ::-1]) for f in frames]
@@ -244,6 +266,11 @@ class StepSampler(Sampler):
                     keys.append((int(order[position]), seed))
                 yield keys
                 step += 1
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0].rstrip(".") if text else type(exc).__name__
 
 
 def epochs_to_steps(num_items: int, num_repeats: int, batch_size: int, num_epochs: int) -> int:

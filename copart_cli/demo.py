@@ -122,7 +122,7 @@ def demo(
             if done >= steps:
                 typer.echo(f"    reusing {latest} (step {done})")
                 return
-            _run("train", "--resume", str(run))
+            _run("train", "--resume", str(run), "--steps", str(steps))
         else:
             _run("train", "--preset", PRESET, "--data", str(data), "--out", str(run), "--steps", str(steps),
                  "--batch-size", "8" if quick else "16", "--checkpoint-every", str(max(1, steps // 4)),

@@ -65,7 +65,7 @@ class Scorer:
                     foregrounds.append(metrics.foreground(full, size)[0])
             if bar is not None:
                 bar.update(task, advance=len(images))
-        return np.stack(centres), (np.stack(foregrounds) if want_foreground else None)
+        return np.stack(centres), (foregrounds if want_foreground else None)
 
     def _region(self, image):
         if self.detector is None:
@@ -153,6 +153,10 @@ def eval_command(
         results["mae"] = {"sum": regression["mae_sum"], "mean": regression["mae_mean"],
                           "landmarks": int(fit_lm.shape[1])}
     if want_iou:
+        for name, fg, mask in zip(test_names, test_fg, truth_masks):
+            if fg.shape != mask.shape:
+                raise CopartError(f"Mask of {name} is {mask.shape[1]}x{mask.shape[0]} but the image is "
+                                  f"{fg.shape[1]}x{fg.shape[0]}; a mask must have its image's size.")
         results["iou"] = metrics.iou(test_fg, truth_masks)
     if plot_path is not None:
         plot(test_files, test_lm if want_mae else np.zeros((len(test_files), 0, 2)),

@@ -114,7 +114,7 @@ def read_masks(folder: Path, names: list[str]) -> np.ndarray:
         if not path.exists():
             raise CopartError(f"Mask {path} is missing (every test image needs one for --metric iou).")
         masks.append(read_image(path, "Mask").max(axis=2) > 127)
-    return np.stack(masks)
+    return masks
 
 
 def face_alignment_landmarks(files: list[Path], cache: Path, device: str) -> np.ndarray:

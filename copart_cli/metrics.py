@@ -70,11 +70,11 @@ def foreground(segmentation: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     return (maps[:, 1:].sum(dim=1) > 0.5).numpy()
 
 
-def iou(predicted: np.ndarray, truth: np.ndarray) -> dict:
-    """Foreground IoU of ``(N, H, W)`` masks: the mean over images and over all pixels."""
-    predicted, truth = predicted.astype(bool), truth.astype(bool)
-    inter = (predicted & truth).reshape(len(truth), -1).sum(1)
-    union = (predicted | truth).reshape(len(truth), -1).sum(1)
+def iou(predicted, truth) -> dict:
+    """Foreground IoU of pairs of ``(H, W)`` masks (arrays ``(N, H, W)`` or lists of masks of
+    any sizes): the mean over images and over all pixels."""
+    inter = np.array([np.count_nonzero(np.logical_and(p, t)) for p, t in zip(predicted, truth)], np.float64)
+    union = np.array([np.count_nonzero(np.logical_or(p, t)) for p, t in zip(predicted, truth)], np.float64)
     per_image = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
     return {"iou_mean": float(per_image.mean()), "iou_total": float(inter.sum() / max(union.sum(), 1))}
 

@@ -199,6 +199,8 @@ def stream_video(
                 if writer is None:
                     writer = video.VideoWriter(out_path, image.shape[1], image.shape[0], reader.fps,
                                                frame.time_base, reader.audio_streams, crf=crf)
+                    for notice in writer.notices:
+                        console.print(f"[yellow]Notice:[/] {notice}.")
                     for packet in pending_audio:
                         writer.write_audio(packet, reader.offset or 0.0)
                     pending_audio.clear()

@@ -73,11 +73,12 @@ def smoothed(items, n: int):
 
     def emit():
         frame, region, out = window.popleft()
+        behind_raw = list(behind)
+        behind.append((frame, region, out))  # the raw maps: a moving average, not a feedback filter
         if out is not None:
-            near = [o["segmentation"].astype(np.float32) for _, _, o in list(behind) + [(None, None, out)] + list(window)
+            near = [o["segmentation"].astype(np.float32) for _, _, o in behind_raw + [(None, None, out)] + list(window)
                     if o is not None]
             out = dict(out, segmentation=(sum(near) / len(near)).astype(np.float16))
-        behind.append((frame, region, out))
         return frame, region, out
 
     for item in items:

@@ -60,9 +60,19 @@ def train(
 
     console = Console(stderr=True, highlight=False)
     device = pick_device(device)
+    overrides = None
     if resume is not None:
         if init is not None:
             raise CopartError("--resume continues a run; --init starts a new one: give one of them.")
+        fixed = {"--preset": preset, "--data": data, "--epochs": epochs, "--repeats": repeats,
+                 "--batch-size": batch_size, "--loss": loss, "--variant": variant}
+        given = [name for name, value in fixed.items() if value is not None]
+        if given:
+            raise CopartError(f"--resume continues a run as it was configured; {', '.join(given)} cannot change it "
+                              f"(--steps, --workers, --checkpoint-every and --vis-every can).")
+        overrides = {"steps": steps, "workers": workers if workers != 2 else None,
+                     "checkpoint_every": checkpoint_every if checkpoint_every != 500 else None,
+                     "vis_every": vis_every if vis_every != 500 else None}
         out = resume
         prepare_run_folder(out, True, False, _rank())
         config, label, settings = {}, str(resume), None
@@ -105,7 +115,7 @@ def train(
     with progress:
         report = run_training(config, out, settings or TrainSettings(data="", steps=0, batch_size=1), None if resume
                               else init, resume is not None, device, label, on_step,
-                              lambda m: console.print(f"[yellow]Warning:[/] {m}."))
+                              lambda m: console.print(f"[yellow]Warning:[/] {m}."), overrides)
     for note in report.notes:
         console.print(f"Note: {note}.")
     if _rank() == 0:

@@ -140,9 +140,12 @@ def train(
     label: str = "the configuration",
     on_step: Optional[Callable[[int, int, dict, float], None]] = None,
     warn: Callable[[str], None] = lambda message: None,
+    resume_overrides: Optional[dict] = None,
 ) -> RunReport:
     """Train (or resume) a run in ``out``. ``on_step(step, total, losses, pairs_per_s)`` reports
-    progress on rank 0."""
+    progress on rank 0. A resume may change ``steps`` (to train longer), ``workers``,
+    ``checkpoint_every`` and ``vis_every`` through ``resume_overrides``; nothing that
+    changes what is computed."""
     rank, world, local_rank = _distributed()
     out = Path(out)
     report = RunReport()
@@ -153,7 +156,8 @@ def train(
         if "train" not in stored:
             raise CopartError(f"{path} holds no training state to resume from.")
         config = stored["config"]
-        settings = TrainSettings(**stored["train"])
+        overrides = {k: v for k, v in (resume_overrides or {}).items() if v is not None}
+        settings = TrainSettings(**{**stored["train"], **overrides})
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
         torch.distributed.init_process_group(backend)
@@ -229,10 +233,13 @@ def train(
     amp = (torch.autocast(torch.device(device).type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
            if precision != "fp32" else contextlib.nullcontext())
     scaler = torch.amp.GradScaler(enabled=precision == "fp16" and device.startswith("cuda"))
+    if stored is not None and "scaler" in stored:
+        scaler.load_state_dict(stored["scaler"])
     log = open(out / "log.jsonl", "a") if rank == 0 else None
     started, pairs = time.perf_counter(), 0
+    first_step, completed = step, False
     try:
-        for batch in loader:
+        for batch in _batches(loader):
             source = batch["source"].to(device, non_blocking=True)
             target = batch["target"].to(device, non_blocking=True)
             if channels_last:
@@ -251,7 +258,12 @@ def train(
             pairs += source.shape[0] * world
             values = {k: float(v.detach()) for k, v in losses.items()}
             values["total"] = float(total.detach())
-            if not all(np.isfinite(v) for v in values.values()):
+            finite = all(np.isfinite(v) for v in values.values())
+            if world > 1:  # every process stops at the same step
+                flag = torch.tensor([1.0 if finite else 0.0], device=device)
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+                finite = bool(flag.item())
+            if not finite:
                 raise CopartError(f"Training diverged at step {step} (a loss is not finite: {values}).")
             rate = pairs / max(time.perf_counter() - started, 1e-9)
             report.step, report.last_losses, report.pairs_per_second = step, values, rate
@@ -263,25 +275,54 @@ def train(
                     (out / "train-vis").mkdir(exist_ok=True)
                     write_image(picture, out / "train-vis" / f"{step:08d}.png")
                 if step % settings.checkpoint_every == 0 or step == settings.steps:
-                    _save(out, model, config, optimizers, generator, settings, step)
+                    _save(out, model, config, optimizers, generator, settings, step,
+                          scaler.state_dict() if scaler.is_enabled() else None)
                 if on_step is not None:
                     on_step(step, settings.steps, values, rate)
+        completed = True
     finally:
         if log is not None:
             log.close()
         if world > 1 and torch.distributed.is_initialized():
-            torch.distributed.barrier()
+            if completed:  # after an error the other processes may never reach a barrier
+                torch.distributed.barrier()
             torch.distributed.destroy_process_group()
+        if not completed and rank == 0 and stored is None and not any(out.glob("checkpoint*.pth")):
+            # A run that failed before its first checkpoint leaves no half-started folder behind.
+            for name in ("config.yaml", "log.jsonl"):
+                (out / name).unlink(missing_ok=True)
+            shutil.rmtree(out / "train-vis", ignore_errors=True)
+    report.step = max(report.step, first_step)
     return report
 
 
+def _batches(loader):
+    """The loader's batches; a failure inside a worker becomes one sentence, not its traceback."""
+    iterator = iter(loader)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except CopartError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - worker errors arrive wrapped with their traceback
+            lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+            reason = lines[-1] if lines else type(exc).__name__
+            if reason.startswith("models.errors.CopartError: "):
+                raise CopartError(reason[len("models.errors.CopartError: "):]) from None
+            raise CopartError(f"Reading the training data failed: {reason}") from None
+        yield batch
+
+
 def _save(out: Path, model: CoPartModel, config: dict, optimizers: dict, generator: torch.Generator,
-          settings: TrainSettings, step: int) -> None:
+          settings: TrainSettings, step: int, scaler: Optional[dict] = None) -> None:
+    extra = {"scaler": scaler} if scaler is not None else {}
     data = checkpoint_dict(
         model, config, config.get("part_names"), step,
         optimizer={name: opt.state_dict() for name, opt in optimizers.items()},
         rng={"torch": torch.get_rng_state(), "generator": generator.get_state()},
-        train=settings.__dict__.copy(),
+        train=settings.__dict__.copy(), **extra,
     )
     save_atomic(data, out / "checkpoint.pth")
     save_atomic(data, out / f"checkpoint-{step:08d}.pth")

@@ -234,9 +234,12 @@ class MediaReader:
             return
         count = 0
         self.offset = None
-        if self.start:
-            with contextlib.suppress(av.error.FFmpegError):
-                self.container.seek(int(self.start / self.time_base), stream=self.stream, backward=True)
+        # --start/--end count from the stream's first timestamp (MPEG-TS starts at ~1.4 s, say).
+        base = float(self.stream.start_time * self.time_base) if self.stream.start_time is not None else 0.0
+        start = base + self.start if self.start else None
+        end = base + self.end if self.end is not None else None
+        if start and not self._seek_before(start):
+            self._reopen()  # the seek landed past the start (MPEG-TS seeks by bytes): decode from the top
         streams = [self.stream] + (self.audio_streams if on_audio else [])
         done = False
         try:
@@ -245,15 +248,15 @@ class MediaReader:
                     t = float(packet.pts * packet.time_base) if packet.pts is not None else None
                     if packet.dts is None or t is None:
                         continue
-                    if (self.start and t < self.start) or (self.end is not None and t >= self.end):
+                    if (start and t < start) or (end is not None and t >= end):
                         continue
                     on_audio(packet, self.offset)
                     continue
                 for vf in packet.decode():
                     t = vf.time
-                    if self.start and t is not None and t < self.start - 1e-6:
+                    if start and t is not None and t < start - 1e-6:
                         continue
-                    if self.end is not None and t is not None and t >= self.end:
+                    if end is not None and t is not None and t >= end:
                         done = True
                         break
                     if self.offset is None:
@@ -274,6 +277,25 @@ class MediaReader:
             # A damaged tail: keep what decoded.
         if count == 0:
             raise CopartError(f"{self.what} {self.path} has no frames in the chosen range.")
+
+    def _seek_before(self, start: float) -> bool:
+        """Seek to the key frame before ``start``; False when that does not land before it."""
+        try:
+            self.container.seek(int(start / self.time_base), stream=self.stream, backward=True)
+            first = next(iter(self.container.decode(self.stream)), None)
+            if first is None or first.time is None or first.time > start + 1e-6:
+                return False
+            self.container.seek(int(start / self.time_base), stream=self.stream, backward=True)
+            return True
+        except av.error.FFmpegError:
+            return False
+
+    def _reopen(self) -> None:
+        self.container.close()
+        self.container = av.open(str(self.path))
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = "AUTO"
+        self.audio_streams = list(self.container.streams.audio)
 
     def frame_at(self, index: int) -> np.ndarray:
         """The ``index``-th frame (0-based), decoding from the start."""
@@ -332,8 +354,14 @@ class VideoWriter:
             self.stream.codec_context.time_base = self.time_base
             self.stream.options = {"crf": str(int(crf)), "preset": preset}
             self.audio = {}
+            self.notices: list[str] = []
             for s in audio_streams:
-                self.audio[s.index] = self.container.add_stream_from_template(s)
+                try:
+                    self.audio[s.index] = self.container.add_stream_from_template(s)
+                except (ValueError, av.error.FFmpegError):
+                    self.notices.append(
+                        f"the audio stream ({s.codec_context.name}) cannot be copied into MP4 and is left out"
+                    )
         except BaseException:
             self._abort()
             raise

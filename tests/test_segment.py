@@ -133,3 +133,14 @@ def test_part_names_round_trip(tmp_path, fixture_checkpoint, carphone):
     assert _run("parts", named, "--name", "x=1", "--in-place").exit_code == 0
     assert json.loads(_run("parts", named, "--json").output)["part_names"]["x"] == [1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["eyes.mp4", "named.pth"]
+
+
+def test_smoothing_is_a_centred_moving_average():
+    from copart_cli.segment import smoothed
+
+    def item(value):
+        return (None, None, {"segmentation": np.full((1, 1, 1), value, np.float16)})
+
+    values = [90, 0, 0, 0, 0]
+    out = [o["segmentation"].item() for _, _, o in smoothed((item(v) for v in values), 3)]
+    assert out == [45, 30, 0, 0, 0]

@@ -360,3 +360,26 @@ def test_variable_frame_rate_and_late_start_keep_their_timestamps(tmp_path, carp
                    "-o", tmp_path / "out.mp4")
     assert result.exit_code == 0, result.output
     assert times(tmp_path / "out.mp4") == times(clip)
+
+
+def test_late_starting_transport_stream_and_audio_mp4_cannot_hold(tmp_path, bigbuckbunny, astronaut,
+                                                                  fixture_checkpoint):
+    import imageio_ffmpeg
+
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    ts, avi = tmp_path / "clip.ts", tmp_path / "clip.avi"
+    subprocess.run([ffmpeg, "-loglevel", "error", "-i", str(bigbuckbunny), "-t", "3", "-c", "copy", str(ts)], check=True)
+    subprocess.run([ffmpeg, "-loglevel", "error", "-i", str(bigbuckbunny), "-t", "1", "-vf", "scale=160:90",
+                    "-c:v", "mpeg4", "-c:a", "adpcm_ima_wav", str(avi)], check=True)
+    # --start/--end count from the stream's first timestamp (1.4 s in MPEG-TS).
+    result = _swap("--checkpoint", fixture_checkpoint, "--parts", "2", "--no-crop", "--start", "1", "--end", "2",
+                   ts, astronaut, "-o", tmp_path / "ts.mp4")
+    assert result.exit_code == 0, result.output
+    info = probe(tmp_path / "ts.mp4")
+    assert info["frames"] == 25 and abs(info["audio"][0]["duration"] - 1.0) < 0.1
+    # An audio codec MP4 cannot carry is left out with a notice, not a crash.
+    result = _swap("--checkpoint", fixture_checkpoint, "--parts", "2", "--no-crop", avi, astronaut,
+                   "-o", tmp_path / "avi.mp4")
+    assert result.exit_code == 0, result.output
+    assert "cannot be copied into MP4" in result.output
+    assert probe(tmp_path / "avi.mp4")["audio"] == [] and probe(tmp_path / "avi.mp4")["frames"] == 25

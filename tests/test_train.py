@@ -156,3 +156,48 @@ def test_bad_inputs(tmp_path, synthetic_data):
     assert "already exists" in error("--data", junk, "--out", tmp_path / "r2", "--steps", "1")
     assert "no checkpoint.pth" in str(_train("--resume", tmp_path / "empty").exception)
     assert "--resume continues" in str(_train("--resume", tmp_path / "r2", "--init", REFERENCE / "fomm-format.pth.tar").exception)
+
+
+def test_transport_streams_are_read_by_frame_index(tmp_path, synthetic_data):
+    import imageio_ffmpeg
+
+    from copart_cli.data import probe_clip, read_frames
+
+    ts = tmp_path / "clip.ts"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-i",
+                    str(synthetic_data / "train" / "figure000.mp4"), "-c:v", "libx264", "-bf", "2", str(ts)],
+                   check=True)
+    clip = probe_clip(ts, 64)
+    import av
+
+    with av.open(str(ts)) as c:
+        every = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert clip.num_frames == len(every) == 24
+    for index in (0, 5, 17, 23):
+        (frame,) = read_frames(clip, [index], (64, 64))
+        assert np.array_equal(frame, every[index]), index
+
+
+def test_resume_can_train_longer_but_not_change_the_run(tmp_path, synthetic_data):
+    run = tmp_path / "run"
+    assert _train(*BASE, "--data", synthetic_data, "--out", run, "--steps", "2").exit_code == 0
+    longer = _train("--resume", run, "--steps", "4")
+    assert longer.exit_code == 0, longer.output
+    assert read_checkpoint(run / "checkpoint.pth")["step"] == 4
+    assert "Trained to step 4" in _train("--resume", run).output  # finished: nothing more to do
+    refused = _train("--resume", run, "--batch-size", "8")
+    assert isinstance(refused.exception, CopartError) and "--batch-size" in str(refused.exception)
+
+
+def test_a_worker_error_is_one_sentence_and_leaves_no_half_started_run(tmp_path, synthetic_data, monkeypatch):
+    from copart_cli import data as data_module
+
+    def broken(clip, indices, size):
+        raise ValueError("decoder exploded")
+
+    monkeypatch.setattr(data_module, "read_frames", broken)
+    run = tmp_path / "run"
+    result = _train(*BASE, "--workers", "0", "--data", synthetic_data, "--out", run, "--steps", "2")
+    assert isinstance(result.exception, CopartError)
+    assert "could not be read (decoder exploded)" in str(result.exception)
+    assert not run.exists() or list(run.iterdir()) == []
