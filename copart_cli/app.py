@@ -17,7 +17,7 @@ app = typer.Typer(
     name="copart",
     help=(
         "Part-level video editing with Motion-supervised Co-Part Segmentation "
-        "(Siarohin et al., 2020).\n\nExample: copart info vox-256-sem-10segments"
+        "(Siarohin et al., 2020).\n\nExamples: copart demo demo/   |   copart swap --parts hair target.mp4 face.jpg"
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,

@@ -109,7 +109,8 @@ def train(
         nonlocal task
         if task is None:
             task = progress.add_task("train", total=total, completed=step - 1, losses="", rate="-")
-        shown = f"loss {losses['total']:.3f}"
+        short = {"equivariance_shift": "shift", "equivariance_affine": "affine", "total": "total"}
+        shown = " ".join(f"{short.get(k, 'rec')} {v:.3f}" for k, v in losses.items())
         progress.update(task, completed=step, losses=shown, rate=f"{rate:.1f}")
 
     with progress:
