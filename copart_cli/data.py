@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from models.errors import CopartError
+from models.errors import CopartError, first_line
 
 from .video import IMAGE_SUFFIXES, _natural_key, is_image, read_image
 
@@ -34,6 +34,7 @@ class Clip:
     num_frames: int
     identity: str
     fps: float = 25.0
+    files: tuple = ()  # a folder's frame files, in order (listed once, not per item)
 
 
 def _identity(path: Path) -> str:
@@ -44,8 +45,8 @@ def _identity(path: Path) -> str:
 def probe_clip(path: Path, frame_width: int) -> Clip:
     """What a training entry is and how many frames it has; raises ValueError if unusable."""
     if path.is_dir():
-        frames = [p for p in path.iterdir() if is_image(p)]
-        return Clip(str(path), "folder", len(frames), _identity(path))
+        files = tuple(str(p) for p in sorted((p for p in path.iterdir() if is_image(p)), key=_natural_key))
+        return Clip(str(path), "folder", len(files), _identity(path), files=files)
     if is_image(path):
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if image is None:
@@ -108,8 +109,7 @@ def discover(root: Path, split: str, frame_width: int, seed: int = 0) -> tuple[l
 def read_frames(clip: Clip, indices: list[int], size: tuple[int, int]) -> list[np.ndarray]:
     """Frames ``indices`` of a clip as RGB uint8 ``size`` (H, W) images, by seeking."""
     if clip.kind == "folder":
-        files = sorted((p for p in Path(clip.path).iterdir() if is_image(p)), key=_natural_key)
-        frames = [read_image(files[i], "Frame") for i in indices]
+        frames = [read_image(Path(clip.files[i]), "Frame") for i in indices]
     elif clip.kind == "strip":
         image = read_image(Path(clip.path), "Frame strip")
         width = image.shape[1] // clip.num_frames
@@ -220,7 +220,7 @@ class PairDataset(Dataset):
         try:
             frames = read_frames(clip, chosen, self.size)
         except (ValueError, OSError, av.error.FFmpegError, CopartError) as exc:
-            raise CopartError(f"Training data {clip.path} could not be read ({_reason(exc)}).") from None
+            raise CopartError(f"Training data {clip.path} could not be read ({first_line(exc)}).") from None
         flips = self.augmentation.get("flip_param", {})
         if flips.get("horizontal_flip") and rng.random() < 0.5:
             frames = [np.ascontiguousarray(f[:, ::-1]) for f in frames]
@@ -266,11 +266,6 @@ class StepSampler(Sampler):
                     keys.append((int(order[position]), seed))
                 yield keys
                 step += 1
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0].rstrip(".") if text else type(exc).__name__
 
 
 def epochs_to_steps(num_items: int, num_repeats: int, batch_size: int, num_epochs: int) -> int:

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 import typer
 
-from models.checkpoint import checkpoint_dict, load_model, save_atomic
+from models.checkpoint import checkpoint_dict, load_model, read_checkpoint, save_atomic
 from models.errors import CopartError
 
 from .synthetic import PART_NAMES, generate
-from .video import MediaReader, read_image, write_image
+from .video import MediaReader, probe, read_image, write_image
 
 HELP = "Run the whole pipeline on synthetic data in a few CPU minutes: synthetic, train, segment, swap, eval."
 EPILOG = "Example:\n\n  copart demo demo/\n\nCOPART_DEMO_QUICK=1 (or --quick) shrinks every step for a smoke test."
@@ -118,7 +118,7 @@ def demo(
 
     def training():
         if latest.exists():
-            done = int(torch.load(latest, map_location="cpu", weights_only=True)["step"])
+            done = int(read_checkpoint(latest)["step"])
             if done >= steps:
                 typer.echo(f"    reusing {latest} (step {done})")
                 return
@@ -162,7 +162,7 @@ def demo(
     scores = json.loads(eval_json.read_text())
 
     # Pictures made from the outputs, for people (and the README).
-    frames = probe_count(seg_video)
+    frames = probe(seg_video)["frames"]
     write_image(_strip(_frames(seg_video, [0, frames // 2, frames - 1])), pictures / "segment.png")
     write_image(read_image(seg_video.with_name(f"{held_out.stem}.legend.png")), pictures / "legend.png")
     source = _frames(held_out, [0])[0]
@@ -190,7 +190,3 @@ def demo(
         f"videos {seg_video.name}, {swap_video.name}; summary {folder / 'summary.json'}"
     )
 
-
-def probe_count(path: Path) -> int:
-    with av.open(str(path)) as container:
-        return sum(1 for _ in container.decode(video=0))

@@ -16,12 +16,11 @@ from rich.table import Table
 
 from models.errors import CopartError
 
-from . import evaluation, metrics
+from . import evaluation, metrics, options
 from .faces import best_face, face_to_box, make_detector
 from .loading import pick_device, resolve_model
 from .pipeline import WHOLE, autocast, progress_bar, take, to_tensor
 from .segment import frame_maps
-from .swap import Precision
 from .video import read_image, write_image
 
 HELP = "Score a model with the paper's metrics: landmark-regression MAE and foreground IoU."
@@ -89,10 +88,10 @@ def plot(files, truth, predicted, foreground, out: Path, count: int = 6) -> None
     tiles = []
     for i in sorted(set(np.linspace(0, len(files) - 1, min(count, len(files))).round().astype(int).tolist())):
         image = read_image(files[i]).astype(np.float32)
+        sy, sx = 256 / image.shape[0], 256 / image.shape[1]
         if foreground is not None:
             image[foreground[i]] = 0.6 * image[foreground[i]] + 0.4 * np.array([60, 120, 255])
         image = cv2.resize(image.clip(0, 255).astype(np.uint8), (256, 256))
-        sy, sx = 256 / read_image(files[i]).shape[0], 256 / read_image(files[i]).shape[1]
         for points, colour in ((truth[i], (0, 200, 0)), (predicted[i], (230, 30, 30))):
             for x, y in points:
                 if x >= 0 and y >= 0 and np.isfinite(x) and np.isfinite(y):
@@ -104,9 +103,9 @@ def plot(files, truth, predicted, foreground, out: Path, count: int = 6) -> None
 def eval_command(
     root: Path = typer.Argument(..., help="Folder with train/ and test/ images, landmarks and masks."),
     metric: Metric = typer.Option(Metric.all, "--metric", "-m", help="mae, iou or all."),
-    k: Optional[int] = typer.Option(None, "--k", help="The published vox model with K parts: 5 (default), 10 or 15."),
-    preset: Optional[str] = typer.Option(None, "--preset", metavar="NAME|YAML", help="Configuration preset or YAML."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="copart or authors' checkpoint."),
+    k: options.K = None,
+    preset: options.Preset = None,
+    checkpoint: options.Checkpoint = None,
     fit_landmarks: Optional[Path] = typer.Option(None, "--fit-landmarks", help="Landmarks of train/ (default: found in ROOT)."),
     test_landmarks: Optional[Path] = typer.Option(None, "--test-landmarks", help="Landmarks of test/."),
     masks: Optional[Path] = typer.Option(None, "--masks", help="Foreground masks of test/ (default ROOT/masks/test)."),
@@ -115,8 +114,8 @@ def eval_command(
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
     plot_path: Optional[Path] = typer.Option(None, "--plot", help="Write predicted vs true landmarks on test images."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per batch."),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda."),
-    precision: Precision = typer.Option(Precision.fp32, "--precision", help="fp32, bf16 or fp16."),
+    device: options.Device = "auto",
+    precision: options.PrecisionOption = options.Precision.fp32,
 ) -> None:
     console = Console(stderr=True, highlight=False)
     root = Path(root).expanduser()

@@ -13,17 +13,17 @@ from rich.table import Table
 import presets
 from models.checkpoint import (
     MODULES,
-    compare_shapes,
     detect_layout,
-    expected_shapes,
     infer_config,
     load_model,
-    model_from_config,
     read_checkpoint,
     shapes_of,
+    validate_part_names,
 )
 from models.config import ModelConfig
 from models.errors import CopartError
+
+from .loading import matching_presets
 
 HELP = "Describe a checkpoint or a preset: layout, K, configuration, parameters, part names, training step."
 EPILOG = (
@@ -64,23 +64,14 @@ def _parameters(config: ModelConfig) -> dict[str, int]:
     return counts
 
 
-def matching_presets(shapes: dict) -> list[str]:
-    """Every shipped preset whose model has exactly these keys and shapes."""
-    found = []
-    for name in presets.names():
-        config = ModelConfig.from_dict(presets.load(name), name)
-        if not compare_shapes(expected_shapes(config), shapes):
-            found.append(name)
-    return found
-
-
 def describe(target: str, preset: Optional[str] = None) -> dict:
     """Everything ``copart info`` reports, as plain data."""
     if not _is_checkpoint(target):
         config = presets.load(target)
         label = presets.label(target)
-        loaded = model_from_config(config, label)
-        report = _base(label, "preset", loaded.model.config, config, loaded.part_names)
+        model_config = ModelConfig.from_dict(config, label)  # no weights needed to describe it
+        names = validate_part_names(config.get("part_names"), model_config.num_segments, label)
+        report = _base(label, "preset", model_config, config, names)
         if label in presets.PUBLISHED:
             report["published_checkpoint"] = presets.PUBLISHED[label]
         return report
@@ -103,7 +94,7 @@ def describe(target: str, preset: Optional[str] = None) -> dict:
         ]
         report["epoch"] = data.get("epoch")
         return report
-    loaded = load_model(path, config=preset_config, config_label=preset_label)
+    loaded = load_model(path, config=preset_config, config_label=preset_label, data=data)
     report = _base(str(path), layout, loaded.model.config, loaded.config, loaded.part_names)
     report["matching_presets"] = matching_presets(shapes_of(data))
     report["step"] = loaded.step

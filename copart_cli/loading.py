@@ -9,7 +9,17 @@ from typing import Optional, Sequence
 import torch
 
 import presets
-from models.checkpoint import LoadedModel, detect_layout, infer_config, load_model, read_checkpoint, shapes_of
+from models.checkpoint import (
+    LoadedModel,
+    compare_shapes,
+    detect_layout,
+    expected_shapes,
+    infer_config,
+    load_model,
+    read_checkpoint,
+    shapes_of,
+)
+from models.config import ModelConfig
 from models.errors import CopartError
 
 PUBLISHED_K = (5, 10, 15)
@@ -61,7 +71,7 @@ def resolve_model(
         checkpoint = published_path(presets.label(name) if preset else name)
     else:
         checkpoint = Path(checkpoint).expanduser()
-    config, label = None, "the configuration"
+    config, label, data = None, "the configuration", None
     if preset is not None:
         config, label = presets.load(preset), presets.label(preset)
     elif k is not None:
@@ -72,16 +82,23 @@ def resolve_model(
         if detect_layout(data, checkpoint) == "authors":
             inferred, _ = infer_config(data, checkpoint)
             name = f"vox-256-sem-{inferred.num_segments}segments"
-            if name in presets.names():
-                from copart_cli.info import matching_presets
-
-                if name in matching_presets(shapes_of(data)):
-                    config, label = presets.load(name), name
-    loaded = load_model(checkpoint, config=config, config_label=label)
+            if name in presets.names() and preset_matches(name, shapes_of(data)):
+                config, label = presets.load(name), name
+    loaded = load_model(checkpoint, config=config, config_label=label, data=data)
     if k is not None and loaded.model.num_segments != k:
         raise CopartError(f"{checkpoint} has K={loaded.model.num_segments} parts but --k {k} was given.")
     loaded.model.to(device)
     return loaded
+
+
+def preset_matches(name: str, shapes: dict) -> bool:
+    """A shipped preset's model has exactly these keys and shapes."""
+    return not compare_shapes(expected_shapes(ModelConfig.from_dict(presets.load(name), name)), shapes)
+
+
+def matching_presets(shapes: dict) -> list[str]:
+    """Every shipped preset whose model has exactly these keys and shapes."""
+    return [name for name in presets.names() if preset_matches(name, shapes)]
 
 
 def parse_parts(specs: Sequence[str], part_names: dict, num_segments: int) -> list[int]:

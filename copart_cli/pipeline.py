@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from models.errors import CopartError
 from models.model import CoPartModel
 
-from .faces import Box, FaceTrack, crop, paste
+from .faces import FaceTrack, crop, paste
 
 WHOLE = "whole"  # the region of a frame processed without cropping
 

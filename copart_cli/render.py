@@ -69,6 +69,18 @@ def paint(frame: np.ndarray, maps: np.ndarray, colours: np.ndarray, style: str, 
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
+def background(frame: np.ndarray, style: str) -> np.ndarray:
+    """What :func:`paint` gives for a frame that is all background (its colour is black),
+    without computing part colours for every pixel."""
+    if style == "mask":
+        return np.zeros_like(frame)
+    if style == "overlay":
+        return np.clip(frame.astype(np.float32) * 0.45 + 0.5, 0, 255).astype(np.uint8)
+    if style == "side-by-side":
+        return np.concatenate([frame, np.zeros_like(frame)], axis=1)
+    raise ValueError(f"unknown style {style}")
+
+
 def legend(colours: np.ndarray, part_names: Optional[dict] = None, title: str = "") -> np.ndarray:
     """An RGB picture listing every channel: colour swatch, number and name (if any)."""
     names: dict[int, list[str]] = {}

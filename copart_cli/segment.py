@@ -18,12 +18,11 @@ from rich.console import Console
 
 from models.errors import CopartError
 
-from . import render, video
+from . import options, render, video
 from .faces import make_track
 from .loading import pick_device, resolve_model
 from .masks import NpzStream
 from .pipeline import WHOLE, Stats, autocast, batched_apply, regions, stream_video, to_tensor
-from .swap import Detector, Precision
 
 HELP = "Paint the parts of every frame in their own colours, with a numbered legend, masks and label images."
 EPILOG = (
@@ -105,9 +104,7 @@ def frame_maps(maps: np.ndarray, region, shape) -> tuple[np.ndarray, tuple[int, 
 def painted(frame: np.ndarray, out: Optional[dict], region, colours, style: str, hard: bool):
     """The output picture of one frame and its label image at the frame's resolution."""
     h, w = frame.shape[:2]
-    background = np.zeros((len(colours), 1, 1), np.float32)
-    background[0] = 1
-    base = render.paint(frame, np.broadcast_to(background, (len(colours), h, w)), colours, style, hard)
+    base = render.background(frame, style)
     label = np.zeros((h, w), np.uint8)
     if out is None:
         return base, label
@@ -134,31 +131,29 @@ def _outputs_for(target: Path, output: Optional[Path], still: bool) -> tuple[Pat
 
 def segment(
     target: Path = typer.Argument(..., help="Video (any format PyAV reads), GIF, image or folder of frames."),
-    k: Optional[int] = typer.Option(None, "--k", help="The published vox model with K parts: 5 (default), 10 or 15."),
-    preset: Optional[str] = typer.Option(None, "--preset", metavar="NAME|YAML", help="Configuration preset or YAML."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="copart or authors' checkpoint file."),
+    k: options.K = None,
+    preset: options.Preset = None,
+    checkpoint: options.Checkpoint = None,
     style: Style = typer.Option(Style.overlay, "--style", help="overlay, mask or side-by-side."),
     hard: bool = typer.Option(False, "--hard/--soft", help="Colour by the most likely part (hard) or mix (soft)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Video (default: TARGET.parts.mp4 beside it)."),
     masks: Optional[Path] = typer.Option(None, "--masks", help="Also write part maps, anchors, matrices to this .npz."),
     png_dir: Optional[Path] = typer.Option(None, "--png-dir", help="Also write one label PNG per frame here."),
     smooth: int = typer.Option(0, "--smooth", min=0, help="Average the part maps over N frames (0: off)."),
-    force: bool = typer.Option(False, "--force", help="Replace existing outputs."),
-    no_crop: bool = typer.Option(False, "--no-crop", help="Process whole frames resized to the model's resolution."),
-    start: Optional[float] = typer.Option(None, "--start", min=0, help="Start at this second."),
-    end: Optional[float] = typer.Option(None, "--end", min=0, help="Stop at this second."),
-    max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="At most this many frames."),
+    force: options.Force = False,
+    no_crop: options.NoCrop = False,
+    start: options.Start = None,
+    end: options.End = None,
+    max_frames: options.MaxFrames = None,
     fps: float = typer.Option(25.0, "--fps", min=0.001, help="Frame rate of a folder of frames."),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:N."),
+    device: options.Device = "auto",
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Frames per model batch."),
-    precision: Precision = typer.Option(Precision.fp32, "--precision", help="fp32, bf16 or fp16."),
-    crf: int = typer.Option(18, "--crf", min=0, max=51, help="H.264 quality (lower is better)."),
-    detector: Detector = typer.Option(Detector.auto, "--detector", help="Face detector: auto, face-alignment, haar."),
-    margin: float = typer.Option(0.3, "--margin", min=0.0, help="Crop side = (1 + 2 margin) x face size."),
+    precision: options.PrecisionOption = options.Precision.fp32,
+    crf: options.Crf = 18,
+    detector: options.DetectorOption = options.Detector.auto,
+    margin: options.Margin = 0.3,
 ) -> None:
     console = Console(stderr=True, highlight=False)
-    if start is not None and end is not None and end <= start:
-        raise CopartError(f"--end ({end}) must be after --start ({start}).")
     reader = video.MediaReader(target, "Input", start=start, end=end, max_frames=max_frames, fps=fps)
     extra: list = []
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
@@ -11,7 +10,7 @@ from rich.console import Console
 
 from models.errors import CopartError
 
-from . import video
+from . import options, video
 from .faces import best_face, face_to_box, make_track
 from .loading import parse_parts, pick_device, resolve_model
 from .pipeline import WHOLE, PartSwapper, Stats, batched_apply, put, regions, stream_video, take
@@ -26,18 +25,6 @@ EPILOG = (
     "file names (vox-5segments.pth.tar, ...)."
 )
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov"}
-
-
-class Precision(str, Enum):
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
-
-
-class Detector(str, Enum):
-    auto = "auto"
-    face_alignment = "face-alignment"
-    haar = "haar"
 
 
 def output_path(target: Path, source: Path, output: Optional[Path], force: bool, still: bool) -> Path:
@@ -68,28 +55,26 @@ def swap(
     parts: List[str] = typer.Option(
         ..., "--parts", "-p", help="Part names or channel numbers (0 = background, 1..K), comma-separated."
     ),
-    k: Optional[int] = typer.Option(None, "--k", help="The published vox model with K parts: 5 (default), 10 or 15."),
-    preset: Optional[str] = typer.Option(None, "--preset", metavar="NAME|YAML", help="Configuration preset or YAML."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="copart or authors' checkpoint file."),
+    k: options.K = None,
+    preset: options.Preset = None,
+    checkpoint: options.Checkpoint = None,
     hard: bool = typer.Option(False, "--hard", help="Hard part mask (threshold 0.5) instead of soft."),
     source_mask: bool = typer.Option(False, "--source-mask", help="Take the mask from the source, warped to the target."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Result (default: TARGET.swap.mp4 beside it)."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output file."),
-    no_crop: bool = typer.Option(False, "--no-crop", help="Process whole frames resized to the model's resolution."),
+    force: options.Force = False,
+    no_crop: options.NoCrop = False,
     source_frame: int = typer.Option(0, "--source-frame", min=0, help="Frame of a video SOURCE to use."),
-    start: Optional[float] = typer.Option(None, "--start", min=0, help="Start at this second of TARGET."),
-    end: Optional[float] = typer.Option(None, "--end", min=0, help="Stop at this second of TARGET."),
-    max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Process at most this many frames."),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:N."),
+    start: options.Start = None,
+    end: options.End = None,
+    max_frames: options.MaxFrames = None,
+    device: options.Device = "auto",
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Frames per model batch."),
-    precision: Precision = typer.Option(Precision.fp32, "--precision", help="Arithmetic: fp32, bf16 or fp16."),
-    crf: int = typer.Option(18, "--crf", min=0, max=51, help="H.264 quality (lower is better)."),
-    detector: Detector = typer.Option(Detector.auto, "--detector", help="Face detector: auto, face-alignment, haar."),
-    margin: float = typer.Option(0.3, "--margin", min=0.0, help="Crop side = (1 + 2 margin) x face size."),
+    precision: options.PrecisionOption = options.Precision.fp32,
+    crf: options.Crf = 18,
+    detector: options.DetectorOption = options.Detector.auto,
+    margin: options.Margin = 0.3,
 ) -> None:
     console = Console(stderr=True, highlight=False)
-    if start is not None and end is not None and end <= start:
-        raise CopartError(f"--end ({end}) must be after --start ({start}).")
     reader = video.MediaReader(target, "Target", start=start, end=end, max_frames=max_frames)
     try:
         out_path = output_path(target, source, output, force, reader.still)

@@ -9,14 +9,20 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 import presets
 from models.config import VARIANTS, apply_variant
 from models.errors import CopartError
 
+from . import options
 from .loading import pick_device
-from .swap import Precision
 
 HELP = "Train the part segmentation and reconstruction from unlabelled videos (self-supervised)."
 EPILOG = (
@@ -53,10 +59,11 @@ def train(
     workers: int = typer.Option(2, "--workers", min=0, help="DataLoader worker processes."),
     checkpoint_every: int = typer.Option(500, "--checkpoint-every", min=1, help="Checkpoint every N steps."),
     vis_every: int = typer.Option(500, "--vis-every", min=0, help="Training picture every N steps (0: never)."),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda."),
-    precision: Precision = typer.Option(Precision.fp32, "--precision", help="fp32, or bf16/fp16 autocast."),
+    device: options.Device = "auto",
+    precision: options.PrecisionOption = options.Precision.fp32,
 ) -> None:
-    from .training import TrainSettings, prepare_run_folder, train as run_training
+    from .training import TrainSettings, prepare_run_folder
+    from .training import train as run_training
 
     console = Console(stderr=True, highlight=False)
     device = pick_device(device)

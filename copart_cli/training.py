@@ -54,7 +54,6 @@ class TrainSettings:
 class RunReport:
     step: int = 0
     pairs_per_second: float = 0.0
-    last_losses: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
 
 
@@ -266,7 +265,7 @@ def train(
             if not finite:
                 raise CopartError(f"Training diverged at step {step} (a loss is not finite: {values}).")
             rate = pairs / max(time.perf_counter() - started, 1e-9)
-            report.step, report.last_losses, report.pairs_per_second = step, values, rate
+            report.step, report.pairs_per_second = step, rate
             if rank == 0:
                 log.write(json.dumps({"step": step, **values, "pairs_per_s": round(rate, 3)}) + "\n")
                 log.flush()
@@ -324,8 +323,14 @@ def _save(out: Path, model: CoPartModel, config: dict, optimizers: dict, generat
         rng={"torch": torch.get_rng_state(), "generator": generator.get_state()},
         train=settings.__dict__.copy(), **extra,
     )
-    save_atomic(data, out / "checkpoint.pth")
-    save_atomic(data, out / f"checkpoint-{step:08d}.pth")
+    numbered = save_atomic(data, out / f"checkpoint-{step:08d}.pth")
+    # The latest is the same bytes: copy them (atomically) rather than serialise twice.
+    tmp = out / f".checkpoint.pth.{os.getpid()}.tmp"
+    try:
+        shutil.copyfile(numbered, tmp)
+        os.replace(tmp, out / "checkpoint.pth")
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def latest_checkpoint(out: Path) -> Path:

@@ -21,7 +21,7 @@ import av
 import cv2
 import numpy as np
 
-from models.errors import CopartError
+from models.errors import CopartError, first_line
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -142,6 +142,8 @@ class MediaReader:
         self.start = start
         self.end = end
         self.max_frames = max_frames
+        if start is not None and end is not None and end <= start:
+            raise CopartError(f"--end ({end}) must be after --start ({start}).")
         self.container = None
         self.audio_streams: list = []
         self.folder: Optional[list[Path]] = None
@@ -161,7 +163,7 @@ class MediaReader:
         try:
             self.container = av.open(str(self.path))
         except (av.error.FFmpegError, OSError, ValueError) as exc:
-            raise CopartError(f"{what} {self.path} is not a video or image copart can read ({_reason(exc)}).") from None
+            raise CopartError(f"{what} {self.path} is not a video or image copart can read ({first_line(exc)}).") from None
         if not self.container.streams.video:
             self.container.close()
             raise CopartError(f"{what} {self.path} has no video stream.")
@@ -273,7 +275,7 @@ class MediaReader:
                     break
         except av.error.FFmpegError as exc:
             if count == 0:
-                raise CopartError(f"{self.what} {self.path} cannot be decoded ({_reason(exc)}).") from None
+                raise CopartError(f"{self.what} {self.path} cannot be decoded ({first_line(exc)}).") from None
             # A damaged tail: keep what decoded.
         if count == 0:
             raise CopartError(f"{self.what} {self.path} has no frames in the chosen range.")
@@ -314,11 +316,6 @@ class MediaReader:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def _reason(exc: BaseException) -> str:
-    text = getattr(exc, "strerror", None) or str(exc)
-    return text.strip().splitlines()[0].rstrip(".") if text else type(exc).__name__
 
 
 class VideoWriter:

@@ -13,7 +13,7 @@ through these modules. Names follow the paper (Siarohin et al., 2020):
 
 from .config import VARIANTS, ModelConfig, apply_variant
 from .errors import CopartError
-from .model import CoPartModel, SourceState, build_model, part_mask
+from .model import CoPartModel, SourceState, part_mask
 from .segmentation import PartSegmentation
 
 __all__ = [
@@ -24,6 +24,5 @@ __all__ = [
     "SourceState",
     "VARIANTS",
     "apply_variant",
-    "build_model",
     "part_mask",
 ]

@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 
 from .config import ModelConfig, ReconstructionParams, SegmentationParams
-from .errors import CopartError
+from .errors import CopartError, first_line
 from .model import CoPartModel
 
 FORMAT_VERSION = 1
@@ -55,7 +55,7 @@ def read_checkpoint(path) -> dict:
         text = str(exc)
         if any(m in text for m in ("zip archive", "central directory", "PytorchStreamReader", "EOF", "corrupted")):
             raise CopartError(f"{path} is truncated or corrupt (not a complete checkpoint archive); download it again.") from None
-        raise CopartError(f"{path} cannot be read as a PyTorch checkpoint ({_first_line(exc)}).") from None
+        raise CopartError(f"{path} cannot be read as a PyTorch checkpoint ({first_line(exc)}).") from None
     except PermissionError:
         raise CopartError(f"Checkpoint {path} cannot be read: permission denied.") from None
     except (OSError, ValueError, AttributeError, ImportError, KeyError, TypeError, UnicodeDecodeError, IndexError):
@@ -72,11 +72,6 @@ def _starts_like_a_checkpoint(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(4)
     return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0].rstrip(".") if text else type(exc).__name__
 
 
 def detect_layout(data: dict, path="the checkpoint") -> str:
@@ -230,15 +225,17 @@ def load_model(
     config: Optional[dict] = None,
     config_label: str = "the configuration",
     part_names: Optional[dict] = None,
+    data: Optional[dict] = None,
 ) -> LoadedModel:
-    """A model ready for inference from a copart or authors'-layout checkpoint.
+    """A model ready for inference from a copart or authors'-layout checkpoint (``data``:
+    the file's contents when the caller has read it already).
 
     ``config`` (a whole configuration in the authors' layout, e.g. from a preset)
     is required for nothing: a copart checkpoint carries its own, and an
     authors'-layout one without it is rebuilt from what its shapes determine.
     When both a copart checkpoint and ``config`` are given, their K must agree.
     """
-    data = read_checkpoint(path)
+    data = read_checkpoint(path) if data is None else data
     layout = detect_layout(data, path)
     notes: list[str] = []
     if layout == "fomm":
@@ -257,7 +254,7 @@ def load_model(
                 )
         whole = stored
         names = validate_part_names(data.get("part_names"), model_config.num_segments, str(path))
-        model = _model_from(model_config, data, path, f"its own stored configuration")
+        model = _model_from(model_config, data, path, "its own stored configuration")
         step = data.get("step")
     else:
         if config is None:

@@ -10,3 +10,10 @@ class CopartError(Exception):
     """A user-facing error: its message is one complete sentence."""
 
     exit_code = 2
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (FFmpeg's ``strerror`` when it has one), without
+    its final full stop, for quoting inside a one-sentence error."""
+    text = (getattr(exc, "strerror", None) or str(exc)).strip()
+    return text.splitlines()[0].rstrip(".") if text else type(exc).__name__

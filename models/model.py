@@ -117,7 +117,3 @@ class CoPartModel(nn.Module):
             source.features, source.segmentation, target, seg_target, mask, warp_mask=use_source_segmentation
         )
 
-
-def build_model(config: ModelConfig) -> CoPartModel:
-    """A model with fresh weights for ``config``."""
-    return CoPartModel(config)

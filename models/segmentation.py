@@ -28,9 +28,6 @@ class PartSegmentation(NamedTuple):
     shift: torch.Tensor
     affine: Optional[torch.Tensor]
 
-    def detach(self) -> "PartSegmentation":
-        return PartSegmentation(*(None if t is None else t.detach() for t in self))
-
     def expand(self, batch: int) -> "PartSegmentation":
         """Broadcast a batch of one to ``batch`` (views, no copies)."""
         return PartSegmentation(*(None if t is None else t.expand(batch, *t.shape[1:]) for t in self))

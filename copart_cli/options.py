@@ -1,0 +1,34 @@
+"""Command-line options that several commands share, declared once."""
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class Detector(str, Enum):
+    auto = "auto"
+    face_alignment = "face-alignment"
+    haar = "haar"
+
+
+K = Annotated[Optional[int], typer.Option("--k", help="The published vox model with K parts: 5 (default), 10 or 15.")]
+Preset = Annotated[Optional[str], typer.Option("--preset", metavar="NAME|YAML", help="Configuration preset or YAML.")]
+Checkpoint = Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="copart or authors' checkpoint file.")]
+Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda, cuda:N.")]
+PrecisionOption = Annotated[Precision, typer.Option("--precision", help="Arithmetic: fp32, or bf16/fp16 autocast.")]
+Force = Annotated[bool, typer.Option("--force", help="Replace existing outputs.")]
+NoCrop = Annotated[bool, typer.Option("--no-crop", help="Process whole frames resized to the model's resolution.")]
+Start = Annotated[Optional[float], typer.Option("--start", min=0, help="Start at this second of the input.")]
+End = Annotated[Optional[float], typer.Option("--end", min=0, help="Stop at this second of the input.")]
+MaxFrames = Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Process at most this many frames.")]
+Crf = Annotated[int, typer.Option("--crf", min=0, max=51, help="H.264 quality (lower is better).")]
+DetectorOption = Annotated[Detector, typer.Option("--detector", help="Face detector: auto, face-alignment, haar.")]
+Margin = Annotated[float, typer.Option("--margin", min=0.0, help="Crop side = (1 + 2 margin) x face size.")]
