@@ -148,8 +148,9 @@ def test_kmeans_baseline_shapes(clip):
 
 
 def test_crop_places_face_part_maps_back_in_the_image(tmp_path, astronaut, fixture_checkpoint):
-    import cv2
     import shutil
+
+    import cv2
 
     (tmp_path / "test").mkdir()
     (tmp_path / "masks" / "test").mkdir(parents=True)

@@ -4,8 +4,7 @@ import pytest
 import torch
 
 import presets
-from models import CopartError, CoPartModel, ModelConfig
-from models import losses
+from models import CopartError, CoPartModel, ModelConfig, losses
 from models.losses import Objective, Transform, Vgg19, equivariance_loss
 
 
@@ -89,7 +88,7 @@ def test_one_training_step_changes_weights_with_finite_losses():
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-4, betas=(0.5, 0.999))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     source, target = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
-    values, generated = objective(model, source, target)
+    values, _ = objective(model, source, target)
     assert set(values) == {"pixel", "equivariance_shift", "equivariance_affine"}
     assert all(torch.isfinite(v) for v in values.values())
     sum(values.values()).backward()
