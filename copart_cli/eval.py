@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -46,6 +47,7 @@ class Scorer:
         self.model, self.device, self.precision = model.eval(), device, precision
         self.size = model.config.image_size[0]
         self.detector, self.margin = detector, margin
+        self.started, self.done = time.perf_counter(), 0
 
     def run(self, files: list[Path], batch_size: int, want_foreground: bool, bar=None, task=None):
         centres, foregrounds = [], []
@@ -62,8 +64,10 @@ class Scorer:
                 centres.append(metrics.part_centres(full, size)[0])
                 if want_foreground:
                     foregrounds.append(metrics.foreground(full, size)[0])
+            self.done += len(images)
             if bar is not None:
-                bar.update(task, advance=len(images))
+                rate = self.done / max(time.perf_counter() - self.started, 1e-9)
+                bar.update(task, advance=len(images), rate=f"{rate:.2f}")
         return np.stack(centres), (foregrounds if want_foreground else None)
 
     def _region(self, image):
@@ -125,6 +129,7 @@ def eval_command(
     test_files = evaluation.images_of(root / "test")
     fit_files = evaluation.images_of(root / "train") if want_mae else []
     test_names = [f.name for f in test_files]
+    device = pick_device(device)  # before face-alignment, which takes no "auto"
     if want_mae:
         fit_lm, test_lm = (
             _landmarks(root, split, files, given, trust_pickle, device)
@@ -135,7 +140,6 @@ def eval_command(
     if plot_path is not None and plot_path.suffix.lower() != ".png":
         raise CopartError(f"--plot {plot_path} must be a .png file.")
 
-    device = pick_device(device)
     loaded = resolve_model(k, preset, checkpoint, device)
     detector = make_detector("auto", device, []) if crop else None
     scorer = Scorer(loaded.model, device, precision.value, detector)

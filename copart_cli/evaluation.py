@@ -18,9 +18,9 @@ from typing import Optional
 
 import numpy as np
 
-from models.errors import CopartError
+from models.errors import CopartError, first_line
 
-from .video import _natural_key, is_image, read_image
+from .video import _natural_key, atomic_path, is_image, read_image
 
 
 def images_of(folder: Path) -> list[Path]:
@@ -131,12 +131,13 @@ def face_alignment_landmarks(files: list[Path], cache: Path, device: str) -> np.
     except Exception as exc:  # noqa: BLE001 - no weights offline, or a broken install
         raise CopartError(
             f"These images have no landmark file and face-alignment's landmark model could not be loaded "
-            f"({type(exc).__name__}); give landmarks as ROOT/<split>_landmarks.npz or .csv."
+            f"({type(exc).__name__}: {first_line(exc)}); give landmarks as ROOT/<split>_landmarks.npz or .csv."
         ) from None
     values = []
     for f in files:
         found = aligner.get_landmarks_from_image(read_image(f))
         values.append(found[0][:, :2] if found else np.full((68, 2), -1.0))
     values = np.stack(values)
-    np.savez(cache, file_name=np.asarray(names), landmarks=values)
+    with atomic_path(cache) as tmp:
+        np.savez(tmp, file_name=np.asarray(names), landmarks=values)
     return values

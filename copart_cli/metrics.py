@@ -30,9 +30,13 @@ def part_centres(segmentation: torch.Tensor, size: tuple[int, int]) -> np.ndarra
     return torch.stack([(xc + 1) / 2 * width, (yc + 1) / 2 * height], dim=-1).numpy()
 
 
-def _design(centres: np.ndarray) -> np.ndarray:
-    flat = centres.reshape(len(centres), -1).astype(np.float64)
-    return np.concatenate([flat, np.ones((len(flat), 1))], axis=1)
+def _fit_with_intercept(features: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, float]:
+    """Least squares with an intercept as scikit-learn's LinearRegression (the authors' choice)
+    fits it: centre both sides, take the minimum-norm solution, then the intercept. With fewer
+    images than centres this gives their answer, where a column of ones in the design would not."""
+    mean_x, mean_y = features.mean(axis=0), values.mean()
+    coef, *_ = np.linalg.lstsq(features - mean_x, values - mean_y, rcond=None)
+    return coef, float(mean_y - mean_x @ coef)
 
 
 def landmark_regression(
@@ -43,15 +47,16 @@ def landmark_regression(
     Returns ``{"mae_sum": paper's figure, "mae_mean": mean per coordinate,
     "per_coordinate": [...], "predicted": (M, L, 2) test predictions}``.
     """
-    fit_x, test_x = _design(fit_centres), _design(test_centres)
+    fit_x = fit_centres.reshape(len(fit_centres), -1).astype(np.float64)
+    test_x = test_centres.reshape(len(test_centres), -1).astype(np.float64)
     scores, predicted = [], np.full(test_landmarks.shape, np.nan)
     for i in range(fit_landmarks.shape[1]):
         for j in range(2):
             keep = fit_landmarks[:, i, j] != -1
             if not keep.any():
                 continue
-            coef, *_ = np.linalg.lstsq(fit_x[keep], fit_landmarks[keep, i, j].astype(np.float64), rcond=None)
-            prediction = test_x @ coef
+            coef, intercept = _fit_with_intercept(fit_x[keep], fit_landmarks[keep, i, j].astype(np.float64))
+            prediction = test_x @ coef + intercept
             predicted[:, i, j] = prediction
             held = test_landmarks[:, i, j] != -1
             if held.any():

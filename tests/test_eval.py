@@ -77,6 +77,16 @@ def test_missing_landmarks_are_skipped_per_coordinate():
     assert result["per_coordinate"][0] < 1e-9 and result["per_coordinate"][1] < 1e-9
 
 
+def test_regression_with_fewer_images_than_centres_is_scikit_learns():
+    """LinearRegression centres the data: a constant landmark is predicted exactly even when
+    the fit set is smaller than the number of centre coordinates (a column of ones is not)."""
+    rng = np.random.default_rng(1)
+    centres = rng.uniform(0, 64, (8, 10, 2))
+    landmarks = np.full((8, 1, 2), 30.0)
+    result = metrics.landmark_regression(centres[:5], landmarks[:5], centres[5:], landmarks[5:])
+    assert result["mae_sum"] < 1e-9, result
+
+
 def test_the_paper_protocol_centre_convention():
     """A single bright pixel at column i, row j has its centre at (i, j) in pixels (grid i/W*2-1)."""
     maps = torch.zeros(1, 2, 8, 8)
@@ -139,12 +149,44 @@ def test_missing_things_are_one_sentence(tmp_path, fixture_checkpoint):
     assert isinstance(result.exception, CopartError) and "holds no images" in str(result.exception)
 
 
+def test_images_without_landmarks_get_face_alignment_on_a_real_device(tmp_path, eval_root, fixture_checkpoint,
+                                                                      monkeypatch):
+    """face-alignment's weights cannot be downloaded here: a stand-in records what copart asks of it."""
+    import shutil
+    import sys
+    import types
+
+    from copart_cli.loading import pick_device
+
+    root = tmp_path / "faces"
+    shutil.copytree(eval_root, root)
+    for split in ("train", "test"):
+        (root / f"{split}_landmarks.npz").unlink()
+    devices = []
+
+    class Aligner:
+        def __init__(self, kind, device, flip_input):
+            devices.append(device)
+
+        def get_landmarks_from_image(self, image):
+            return [np.tile([[10.0, 20.0, 0.0]], (68, 1))]
+
+    fake = types.SimpleNamespace(FaceAlignment=Aligner, LandmarksType=types.SimpleNamespace(TWO_D=1))
+    monkeypatch.setitem(sys.modules, "face_alignment", fake)
+    args = ["eval", str(root), "--checkpoint", str(fixture_checkpoint), "--metric", "mae", "--json"]
+    result = runner.invoke(app, args)  # --device auto
+    assert result.exit_code == 0, result.output
+    assert devices == [pick_device("auto")] * 2
+    report = json.loads(result.output[result.output.index("{"):])
+    assert report["mae"]["landmarks"] == 68 and report["mae"]["sum"] < 1e-6  # constant landmarks
+    assert sorted(p.name for p in root.glob("*_landmarks.npz")) == ["test_landmarks.npz", "train_landmarks.npz"]
+    assert runner.invoke(app, args).exit_code == 0 and len(devices) == 2  # cached
+
+
 def test_kmeans_baseline_shapes(clip):
     images, _, _ = clip
     maps = metrics.kmeans_parts(images[0], 5)
     assert maps.shape == (6, 64, 64) and np.allclose(maps.sum(0), 1)
-
-
 
 
 def test_crop_places_face_part_maps_back_in_the_image(tmp_path, astronaut, fixture_checkpoint):
