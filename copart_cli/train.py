@@ -56,9 +56,11 @@ def train(
     variant: Optional[Variant] = typer.Option(None, "--variant", help="Ablation of Table 1(b) (default: full)."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from a First Order Motion Model or copart checkpoint."),
     seed: int = typer.Option(0, "--seed", help="Seed of the data order, augmentation and weights."),
-    workers: int = typer.Option(2, "--workers", min=0, help="DataLoader worker processes."),
-    checkpoint_every: int = typer.Option(500, "--checkpoint-every", min=1, help="Checkpoint every N steps."),
-    vis_every: int = typer.Option(500, "--vis-every", min=0, help="Training picture every N steps (0: never)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader worker processes (default 2)."),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1,
+                                                   help="Checkpoint every N steps (default 500)."),
+    vis_every: Optional[int] = typer.Option(None, "--vis-every", min=0,
+                                            help="Training picture every N steps (0: never) (default 500)."),
     device: options.Device = "auto",
     precision: options.PrecisionOption = options.Precision.fp32,
 ) -> None:
@@ -77,9 +79,8 @@ def train(
         if given:
             raise CopartError(f"--resume continues a run as it was configured; {', '.join(given)} cannot change it "
                               f"(--steps, --workers, --checkpoint-every and --vis-every can).")
-        overrides = {"steps": steps, "workers": workers if workers != 2 else None,
-                     "checkpoint_every": checkpoint_every if checkpoint_every != 500 else None,
-                     "vis_every": vis_every if vis_every != 500 else None}
+        # Only what the user gave changes the run (None: keep the stored value).
+        overrides = {"steps": steps, "workers": workers, "checkpoint_every": checkpoint_every, "vis_every": vis_every}
         out = resume
         prepare_run_folder(out, True, False, _rank())
         config, label, settings = {}, str(resume), None
@@ -102,8 +103,10 @@ def train(
         prepare_run_folder(out, False, force, _rank())
         settings = TrainSettings(
             data=str(Path(data).resolve()), steps=steps,
-            batch_size=batch_size or int(train_params.get("batch_size", 16)), seed=seed, workers=workers,
-            checkpoint_every=checkpoint_every, vis_every=vis_every, precision=precision.value,
+            batch_size=batch_size or int(train_params.get("batch_size", 16)), seed=seed,
+            workers=2 if workers is None else workers,
+            checkpoint_every=checkpoint_every or 500, vis_every=500 if vis_every is None else vis_every,
+            precision=precision.value,
             loss=loss.value if loss else None,
         )
     progress = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("step {task.completed}/{task.total}"),

@@ -198,10 +198,14 @@ def train(
             getattr(model, module).load_state_dict(stored[module])
         for name, opt in optimizers.items():
             opt.load_state_dict(stored["optimizer"][name])
-        if world == 1:
-            generator.set_state(stored["rng"]["generator"])
-        else:  # each rank's transforms continue from a seed of its own
+        states = stored["rng"].get("generators") or [stored["rng"]["generator"]]
+        if len(states) == world:  # each process's transforms go on where they stopped
+            generator.set_state(states[rank])
+        else:  # resumed on another number of processes: a fresh seed of each one's own
             generator.manual_seed(settings.seed * 1000 + rank + 7919 * int(stored["step"]))
+            if rank == 0:
+                warn(f"the run was saved by {len(states)} process(es) and resumes on {world}: the same data order, "
+                     f"but other random transforms than an uninterrupted run")
         torch.set_rng_state(stored["rng"]["torch"])
         step = int(stored["step"])
         if rank == 0:
@@ -266,6 +270,9 @@ def train(
                 raise CopartError(f"Training diverged at step {step} (a loss is not finite: {values}).")
             rate = pairs / max(time.perf_counter() - started, 1e-9)
             report.step, report.pairs_per_second = step, rate
+            generators = None
+            if step % settings.checkpoint_every == 0 or step == settings.steps:
+                generators = _gather_generators(generator, world)  # every process takes part
             if rank == 0:
                 log.write(json.dumps({"step": step, **values, "pairs_per_s": round(rate, 3)}) + "\n")
                 log.flush()
@@ -273,8 +280,8 @@ def train(
                     picture = visualise({"source": source, "target": target}, generated, model_config.num_segments)
                     (out / "train-vis").mkdir(exist_ok=True)
                     write_image(picture, out / "train-vis" / f"{step:08d}.png")
-                if step % settings.checkpoint_every == 0 or step == settings.steps:
-                    _save(out, model, config, optimizers, generator, settings, step,
+                if generators is not None:
+                    _save(out, model, config, optimizers, generators, settings, step,
                           scaler.state_dict() if scaler.is_enabled() else None)
                 if on_step is not None:
                     on_step(step, settings.steps, values, rate)
@@ -314,13 +321,22 @@ def _batches(loader):
         yield batch
 
 
-def _save(out: Path, model: CoPartModel, config: dict, optimizers: dict, generator: torch.Generator,
+def _gather_generators(generator: torch.Generator, world: int) -> list[torch.Tensor]:
+    """Every process's transform-generator state, in rank order (a collective call)."""
+    if world == 1:
+        return [generator.get_state()]
+    states: list = [None] * world
+    torch.distributed.all_gather_object(states, generator.get_state())
+    return states
+
+
+def _save(out: Path, model: CoPartModel, config: dict, optimizers: dict, generators: list[torch.Tensor],
           settings: TrainSettings, step: int, scaler: Optional[dict] = None) -> None:
     extra = {"scaler": scaler} if scaler is not None else {}
     data = checkpoint_dict(
         model, config, config.get("part_names"), step,
         optimizer={name: opt.state_dict() for name, opt in optimizers.items()},
-        rng={"torch": torch.get_rng_state(), "generator": generator.get_state()},
+        rng={"torch": torch.get_rng_state(), "generator": generators[0], "generators": generators},
         train=settings.__dict__.copy(), **extra,
     )
     numbered = save_atomic(data, out / f"checkpoint-{step:08d}.pth")

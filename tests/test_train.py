@@ -117,19 +117,36 @@ def test_resume_takes_the_newest_of_the_numbered_file_and_its_copy(tmp_path):
     assert latest_checkpoint(tmp_path).name == "checkpoint.pth"
 
 
-def test_torchrun_two_processes_on_cpu(tmp_path, synthetic_data):
-    run = tmp_path / "ddp"
+def _torchrun(*args):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-         "-m", "copart_cli", "train", *BASE, "--device", "cpu", "--data", str(synthetic_data), "--out", str(run),
-         "--steps", "3"],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "copart_cli", "train", *map(str, args)],
         check=False, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert sorted(p.name for p in run.glob("checkpoint*.pth")) == ["checkpoint-00000003.pth", "checkpoint.pth"]
-    assert [e["step"] for e in _log(run)] == [1, 2, 3]  # one writer
-    assert result.stdout.count("Trained to step 3") == 1
+    return result
+
+
+def test_torchrun_two_processes_on_cpu_and_their_resume(tmp_path, synthetic_data):
+    """Two gloo processes write one set of checkpoints and one log; a run stopped at step 2 and
+    resumed to 4 equals one run to 4 (each process's transform generator is saved and restored)."""
+    common = [*BASE, "--device", "cpu", "--data", synthetic_data]
+    whole = _torchrun(*common, "--out", tmp_path / "a", "--steps", "4", "--checkpoint-every", "2")
+    assert sorted(p.name for p in (tmp_path / "a").glob("checkpoint*.pth")) == [
+        "checkpoint-00000002.pth", "checkpoint-00000004.pth", "checkpoint.pth"]
+    assert [e["step"] for e in _log(tmp_path / "a")] == [1, 2, 3, 4]  # one writer
+    assert whole.stdout.count("Trained to step 4") == 1
+    run = tmp_path / "b"
+    _torchrun(*common, "--out", run, "--steps", "2")
+    assert len(read_checkpoint(run / "checkpoint.pth")["rng"]["generators"]) == 2
+    _torchrun("--resume", run, "--steps", "4", "--device", "cpu")
+    a, b = read_checkpoint(tmp_path / "a" / "checkpoint.pth"), read_checkpoint(run / "checkpoint.pth")
+    assert a["step"] == b["step"] == 4
+    for module in ("segmentation_module", "reconstruction_module"):
+        for key, value in a[module].items():
+            assert torch.equal(value, b[module][key]), f"{module}.{key}"
+    assert [e["total"] for e in _log(run)] == [e["total"] for e in _log(tmp_path / "a")]
 
 
 def test_fomm_checkpoint_initialises_training(tmp_path, synthetic_data, reference_config):
@@ -194,10 +211,13 @@ def test_transport_streams_are_read_by_frame_index(tmp_path, synthetic_data):
 
 def test_resume_can_train_longer_but_not_change_the_run(tmp_path, synthetic_data):
     run = tmp_path / "run"
-    assert _train(*BASE, "--data", synthetic_data, "--out", run, "--steps", "2").exit_code == 0
-    longer = _train("--resume", run, "--steps", "4")
+    assert _train(*BASE, "--data", synthetic_data, "--out", run, "--steps", "2",
+                  "--checkpoint-every", "1").exit_code == 0
+    longer = _train("--resume", run, "--steps", "4", "--checkpoint-every", "500")  # a default value is a value too
     assert longer.exit_code == 0, longer.output
     assert read_checkpoint(run / "checkpoint.pth")["step"] == 4
+    assert sorted(p.name for p in run.glob("checkpoint-*.pth")) == [
+        "checkpoint-00000001.pth", "checkpoint-00000002.pth", "checkpoint-00000004.pth"]
     assert "Trained to step 4" in _train("--resume", run).output  # finished: nothing more to do
     refused = _train("--resume", run, "--batch-size", "8")
     assert isinstance(refused.exception, CopartError) and "--batch-size" in str(refused.exception)
