@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections import deque
@@ -129,6 +130,43 @@ def _outputs_for(target: Path, output: Optional[Path], still: bool) -> tuple[Pat
     return output, output.with_name(f"{name}.legend.png")
 
 
+LABEL_PNG = re.compile(r"\d+\.png")
+
+
+def _check_png_dir(png_dir: Path, force: bool, others: list) -> Path:
+    """A --png-dir copart may fill: new, empty, or (with --force) a folder of label PNGs only;
+    never one that holds the input or another output of this run."""
+    if png_dir.exists() and not png_dir.is_dir():
+        raise CopartError(f"--png-dir {png_dir} is a file, not a folder.")
+    if not png_dir.parent.is_dir():
+        raise CopartError(f"Folder {png_dir.parent} does not exist.")
+    here = png_dir.resolve()
+    for other in others:
+        if here in Path(other).expanduser().resolve().parents:
+            raise CopartError(f"--png-dir {png_dir} would hold {other}; give the label PNGs a folder of their own.")
+    if png_dir.exists():
+        entries = list(png_dir.iterdir())
+        if entries and not all(e.is_file() and LABEL_PNG.fullmatch(e.name) for e in entries):
+            raise CopartError(f"--png-dir {png_dir} holds files other than label PNGs; copart fills only a new or "
+                              f"empty folder (or, with --force, replaces one of its own label folders).")
+        if entries and not force:
+            raise CopartError(f"--png-dir {png_dir} already holds label PNGs; pass --force to replace them.")
+    return png_dir
+
+
+def _replace_png_dir(new: Path, png_dir: Path) -> None:
+    """Move the finished label folder into place, removing only the old label PNGs there."""
+    if png_dir.exists():
+        for entry in png_dir.iterdir():
+            if entry.is_file() and LABEL_PNG.fullmatch(entry.name):
+                entry.unlink()
+        try:
+            png_dir.rmdir()
+        except OSError:  # something else appeared there during the run: keep it
+            raise CopartError(f"--png-dir {png_dir} received other files during the run; it was left as it was.") from None
+    os.replace(new, png_dir)
+
+
 def segment(
     target: Path = typer.Argument(..., help="Video (any format PyAV reads), GIF, image or folder of frames."),
     k: options.K = None,
@@ -165,11 +203,8 @@ def segment(
         if masks is not None and masks.suffix != ".npz":
             raise CopartError(f"--masks {masks} must end in .npz.")
         if png_dir is not None:
-            png_dir = Path(png_dir).expanduser()
-            if png_dir.exists() and (not png_dir.is_dir() or (any(png_dir.iterdir()) and not force)):
-                raise CopartError(f"--png-dir {png_dir} exists and is not an empty folder; pass --force to replace it.")
-            if not png_dir.parent.is_dir():
-                raise CopartError(f"Folder {png_dir.parent} does not exist.")
+            png_dir = _check_png_dir(Path(png_dir).expanduser(), force,
+                                     [target, out_path, legend_path] + ([masks] if masks else []))
         device = pick_device(device)
         loaded = resolve_model(k, preset, checkpoint, device)
         model = loaded.model
@@ -212,10 +247,8 @@ def segment(
         if npz is not None:
             written.append(npz.close())
         if png_tmp is not None:
-            if png_dir.exists():
-                shutil.rmtree(png_dir)
             os.chmod(png_tmp, 0o777 & ~video.current_umask())
-            os.replace(png_tmp, png_dir)
+            _replace_png_dir(png_tmp, png_dir)
             written.append(png_dir)
     except BaseException:
         for item in extra:

@@ -106,6 +106,28 @@ def test_bad_input_leaves_nothing(tmp_path, fixture_checkpoint):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.mp4"]
 
 
+def test_png_dir_never_takes_anything_but_its_own_labels(tmp_path, fixture_checkpoint, carphone):
+    clip = tmp_path / "x" / "clip.mp4"
+    clip.parent.mkdir()
+    shutil.copy(carphone, clip)
+    (tmp_path / "x" / "notes.txt").write_text("mine")
+    common = ["segment", clip, "--checkpoint", fixture_checkpoint, "--no-crop", "--max-frames", "2"]
+    for extra in (["--png-dir", tmp_path / "x", "--force"],  # the input's folder
+                  ["--png-dir", tmp_path / "L", "-o", tmp_path / "L" / "o.mp4"],  # would hold an output
+                  ["--png-dir", clip, "--force"]):  # a file
+        (tmp_path / "L").mkdir(exist_ok=True)
+        result = _run(*common, *extra)
+        assert isinstance(result.exception, CopartError), (extra, result.output)
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["clip.mp4", "notes.txt"]
+    labels = tmp_path / "L"
+    assert _run(*common, "-o", tmp_path / "o.mp4", "--png-dir", labels).exit_code == 0  # an empty folder
+    assert sorted(p.name for p in labels.iterdir()) == ["000000.png", "000001.png"]
+    again = _run(*common, "-o", tmp_path / "o.mp4", "--png-dir", labels)
+    assert "--force" in str(again.exception)
+    assert _run(*common, "-o", tmp_path / "o.mp4", "--force", "--png-dir", labels, "--max-frames", "1").exit_code == 0
+    assert sorted(p.name for p in labels.iterdir()) == ["000000.png"]  # its own labels replaced
+
+
 def test_part_names_round_trip(tmp_path, fixture_checkpoint, carphone):
     listed = _run("parts", fixture_checkpoint, "--json")
     assert listed.exit_code == 0, listed.output
