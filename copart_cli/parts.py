@@ -70,8 +70,11 @@ def parts(
                 raise CopartError(f"Output {target} already exists; pass --force to replace it.")
             if not target.parent.is_dir():
                 raise CopartError(f"Output folder {target.parent} does not exist.")
-        keep = {key: loaded.checkpoint[key] for key in ("optimizer", "rng", "scheduler") if key in loaded.checkpoint}
-        data = checkpoint_dict(loaded.model, loaded.config, names, step=loaded.step or 0, **keep)
+        config = {**loaded.config, "part_names": names}  # what a resumed run saves again
+        if loaded.layout == "copart":  # everything else stays, training state included
+            data = {**loaded.checkpoint, "config": config, "part_names": names}
+        else:
+            data = checkpoint_dict(loaded.model, config, names, step=loaded.step or 0)
         save_atomic(data, target)
         typer.echo(f"Wrote {target} with part names: " + ", ".join(f"{n}={','.join(map(str, c))}" for n, c in names.items()))
         return

@@ -219,6 +219,10 @@ def test_resume_can_train_longer_but_not_change_the_run(tmp_path, synthetic_data
     assert sorted(p.name for p in run.glob("checkpoint-*.pth")) == [
         "checkpoint-00000001.pth", "checkpoint-00000002.pth", "checkpoint-00000004.pth"]
     assert "Trained to step 4" in _train("--resume", run).output  # finished: nothing more to do
+    # Naming parts in place keeps the training state, and a resumed run keeps the names.
+    assert runner.invoke(app, ["parts", str(run / "checkpoint.pth"), "--name", "torso=1", "--in-place"]).exit_code == 0
+    assert _train("--resume", run, "--steps", "5").exit_code == 0
+    assert read_checkpoint(run / "checkpoint.pth")["part_names"]["torso"] == [1]
     refused = _train("--resume", run, "--batch-size", "8")
     assert isinstance(refused.exception, CopartError) and "--batch-size" in str(refused.exception)
 
