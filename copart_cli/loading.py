@@ -63,7 +63,8 @@ def resolve_model(
 
     A copart checkpoint carries its own configuration; an authors'-layout one takes
     it from ``preset``, else from ``--k``'s published preset, else from the published
-    preset its shapes match. Without a checkpoint, the preset's published file is
+    preset its shapes match (without that preset's part names: only a preset the user
+    names attaches them). Without a checkpoint, the preset's published file is
     looked up in :func:`model_home`. An explicit ``k`` must agree with the file.
     """
     if checkpoint is None:
@@ -71,7 +72,7 @@ def resolve_model(
         checkpoint = published_path(presets.label(name) if preset else name)
     else:
         checkpoint = Path(checkpoint).expanduser()
-    config, label, data = None, "the configuration", None
+    config, label, data, names = None, "the configuration", None, None
     if preset is not None:
         config, label = presets.load(preset), presets.label(preset)
     elif k is not None:
@@ -83,8 +84,9 @@ def resolve_model(
             inferred, _ = infer_config(data, checkpoint)
             name = f"vox-256-sem-{inferred.num_segments}segments"
             if name in presets.names() and preset_matches(name, shapes_of(data)):
-                config, label = presets.load(name), name
-    loaded = load_model(checkpoint, config=config, config_label=label, data=data)
+                # Its shapes fit (vox-10's also fit taichi's): the computation, not the names.
+                config, label, names = presets.load(name), name, {}
+    loaded = load_model(checkpoint, config=config, config_label=label, part_names=names, data=data)
     if k is not None and loaded.model.num_segments != k:
         raise CopartError(f"{checkpoint} has K={loaded.model.num_segments} parts but --k {k} was given.")
     loaded.model.to(device)
@@ -124,7 +126,7 @@ def parse_parts(specs: Sequence[str], part_names: dict, num_segments: int) -> li
                 known = ", ".join(f"{n} ({','.join(map(str, c))})" for n, c in part_names.items())
                 raise CopartError(
                     f"Unknown part '{token}': this model knows "
-                    + (f"{known}, or" if known else "no part names; use")
+                    + (f"{known}, or" if known else "no part names (--k or --preset attaches a published model's); use")
                     + f" channel numbers 0 (background) to {num_segments}."
                 )
             channels += [c for c in found if c not in channels]

@@ -90,6 +90,12 @@ def test_a_published_shaped_file_matches_every_preset_and_takes_names_from_the_o
     assert report["part_names"] == {}
     named = _json(str(path), "--preset", "vox-256-sem-10segments")
     assert named["part_names"] == {"lips": [2], "eyes": [7, 9]} and named["preset"] == "vox-256-sem-10segments"
+    # The commands that run it attach no names either unless the preset is named.
+    listed = runner.invoke(app, ["parts", str(path), "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.output)["part_names"] == {}
+    named = runner.invoke(app, ["parts", str(path), "--preset", "vox-256-sem-10segments", "--json"])
+    assert json.loads(named.output)["part_names"] == {"lips": [2], "eyes": [7, 9]}
 
 
 @pytest.mark.parametrize(
