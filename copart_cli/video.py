@@ -349,7 +349,10 @@ class VideoWriter:
             self.stream.pix_fmt = "yuv420p"
             self.stream.time_base = self.time_base
             self.stream.codec_context.time_base = self.time_base
-            self.stream.options = {"crf": str(int(crf)), "preset": preset}
+            # tune=psnr (no adaptive quantisation, no psycho-visual tweaks) and no macroblock
+            # tree: each region's quantiser then depends on its own pixels, not on what changed
+            # elsewhere, so a swap leaves the rest of the frame as a plain re-encode would.
+            self.stream.options = {"crf": str(int(crf)), "preset": preset, "tune": "psnr", "x264-params": "mbtree=0"}
             self.audio = {}
             self.notices: list[str] = []
             for s in audio_streams:

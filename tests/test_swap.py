@@ -66,10 +66,9 @@ def _luma(path):
 def test_carphone_full_frame_swap(tmp_path, carphone, astronaut, fixture_checkpoint):
     """Real talking head, full frames, the no-download detector. Outside the pasted face region
     the output equals the input up to encoding loss: compared on the Y plane with the input
-    re-encoded through the same settings. (--crf 12: at the default 18 two x264 encodes of the
-    same pixels already differ by about 39.5 dB on this clip, whatever copart does.)"""
+    re-encoded through the same settings (the default --crf 18)."""
     out = tmp_path / "carphone.swap.mp4"
-    result = _swap("--checkpoint", fixture_checkpoint, "--parts", "hair", "--detector", "auto", "--crf", "12",
+    result = _swap("--checkpoint", fixture_checkpoint, "--parts", "hair", "--detector", "auto",
                    carphone, astronaut, "-o", out)
     assert result.exit_code == 0, result.output
     assert "Swapped 120 frames" in result.output
@@ -80,18 +79,20 @@ def test_carphone_full_frame_swap(tmp_path, carphone, astronaut, fixture_checkpo
     assert dst["codec"] == "h264" and dst["pix_fmt"] == "yuv420p"
 
     reference = tmp_path / "reencoded.mp4"
-    writer = VideoWriter(reference, 176, 144, src["fps"], None, crf=12)
+    writer = VideoWriter(reference, 176, 144, src["fps"], None)
     for image in _frames(carphone):
         writer.write(image)
     writer.close()
     boxes, _ = _carphone_boxes(carphone)
     assert sum(b is not None for b in boxes) >= 114
+    values = []
     for ref, got, box in zip(_luma(reference), _luma(out), boxes):
         keep = np.ones(ref.shape, bool)
         if box is not None:
             x0, y0, x1, y1 = box.bounds()
             keep[max(0, y0):max(0, y1), max(0, x0):max(0, x1)] = False
-        assert _psnr(ref[keep], got[keep]) >= 40
+        values.append(_psnr(ref[keep], got[keep]))
+    assert min(values) >= 40, (min(values), np.mean(values))
 
 
 def test_pixels_outside_the_face_box_are_untouched_before_encoding(carphone, astronaut, fixture_checkpoint):
