@@ -46,7 +46,8 @@ def published_path(preset: str) -> Path:
         if (home / name).is_file():
             return home / name
     wanted = names[0]
-    where = f"from the authors ({presets.AUTHORS_DOWNLOAD})" if preset in presets.PUBLISHED else "for this preset"
+    authors = preset in presets.PUBLISHED or preset in presets.PUBLISHED_UNNAMED
+    where = f"from the authors ({presets.AUTHORS_DOWNLOAD})" if authors else "for this preset"
     raise CopartError(
         f"The checkpoint {wanted} is not in {home}: download it {where} and put it there "
         f"(or set COPART_HOME), or pass --checkpoint FILE."

@@ -20,6 +20,9 @@ PUBLISHED = {
     "vox-256-sem-10segments": "vox-10segments.pth.tar",
     "vox-256-sem-15segments": "vox-15segments.pth.tar",
 }
+# Presets whose checkpoint the authors publish under a name not recorded here: copart looks
+# for <preset>.pth.tar and says where to download it.
+PUBLISHED_UNNAMED = ("taichi-256-sem",)
 # Where the authors publish them (their README's links).
 AUTHORS_DOWNLOAD = (
     "https://drive.google.com/open?id=1SsBifjoM_qO0iFzb8wLlsz_4qW2j8dZe or https://yadi.sk/d/2hTyhEcqo_5ruA"

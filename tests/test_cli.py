@@ -133,3 +133,16 @@ def test_installed_copart_works_from_any_folder(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["num_segments"] == 15
+
+
+@pytest.mark.parametrize("args, wanted, authors", [
+    (["--k", "10"], "vox-10segments.pth.tar", True),
+    (["--preset", "taichi-256-sem"], "taichi-256-sem.pth.tar", True),
+    (["--preset", "cpu-64-sem-5segments"], "cpu-64-sem-5segments.pth.tar", False),
+])
+def test_a_missing_published_checkpoint_says_where_to_get_it(tmp_path, monkeypatch, carphone, args, wanted, authors):
+    monkeypatch.setenv("COPART_HOME", str(tmp_path))
+    result = runner.invoke(app, ["segment", *args, str(carphone), "-o", str(tmp_path / "o.mp4")])
+    message = str(result.exception)
+    assert wanted in message and str(tmp_path) in message, message
+    assert (presets.AUTHORS_DOWNLOAD in message) == authors, message
