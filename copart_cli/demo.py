@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -89,9 +90,32 @@ def _strip(images: list[np.ndarray], height: int = 192) -> np.ndarray:
     return np.concatenate(out[:-1], axis=1)
 
 
+SETTINGS = "demo.json"
+
+
+def _reuse_or_start_over(folder: Path, settings: dict) -> None:
+    """Reuse the data and run of an earlier demo made with the same settings; start them over
+    when the settings differ (a --quick run, say); never touch folders the demo did not make."""
+    record = folder / SETTINGS
+    made = [p for p in (folder / "data", folder / "run") if p.exists()]
+    if record.exists():
+        try:
+            same = json.loads(record.read_text()) == settings
+        except ValueError:
+            same = False
+        if not same:
+            typer.echo(f"    {folder} holds a demo made with other settings: starting it over")
+            for path in made:
+                shutil.rmtree(path)
+    elif made:
+        raise CopartError(f"{folder} holds {', '.join(p.name for p in made)}/ that the demo did not make; "
+                          f"give the demo an empty or new folder.")
+    record.write_text(json.dumps(settings, indent=2))
+
+
 def demo(
     folder: Path = typer.Argument(Path("demo"), help="Where everything goes (reused when run again)."),
-    steps: int = typer.Option(800, "--steps", min=1, help="Training steps (about 4 CPU minutes for 800)."),
+    steps: int = typer.Option(800, "--steps", min=1, help="Training steps (about 7 CPU minutes for 800)."),
     quick: bool = typer.Option(False, "--quick", help="Tiny sizes for a smoke test (also COPART_DEMO_QUICK=1)."),
 ) -> None:
     quick = quick or os.environ.get("COPART_DEMO_QUICK", "") not in ("", "0")
@@ -100,8 +124,11 @@ def demo(
         raise CopartError(f"{folder} exists and is not a folder.")
     folder.mkdir(parents=True, exist_ok=True)
     data, run, pictures = folder / "data", folder / "run", folder / "pictures"
-    pictures.mkdir(exist_ok=True)
     steps = 12 if quick else steps
+    sizes = {"videos": 6, "frames": 24, "test": 2, "batch_size": 8} if quick else \
+        {"videos": 12, "frames": 48, "test": 3, "batch_size": 16}
+    _reuse_or_start_over(folder, {"preset": PRESET, "size": 64, **sizes})
+    pictures.mkdir(exist_ok=True)
     timings: dict[str, float] = {}
 
     def timed(name, action):
@@ -110,8 +137,8 @@ def demo(
         timings[name] = round(time.perf_counter() - start, 1)
 
     typer.echo("1/5 synthetic videos")
-    timed("synthetic", lambda: generate(data, videos=6 if quick else 12, frames=24 if quick else 48, size=64,
-                                        test=2 if quick else 3))
+    timed("synthetic", lambda: generate(data, videos=sizes["videos"], frames=sizes["frames"], size=64,
+                                        test=sizes["test"]))
 
     typer.echo(f"2/5 training {PRESET} for {steps} steps on the CPU")
     latest = run / "checkpoint.pth"
@@ -125,7 +152,7 @@ def demo(
             _run("train", "--resume", str(run), "--steps", str(steps))
         else:
             _run("train", "--preset", PRESET, "--data", str(data), "--out", str(run), "--steps", str(steps),
-                 "--batch-size", "8" if quick else "16", "--checkpoint-every", str(max(1, steps // 4)),
+                 "--batch-size", str(sizes["batch_size"]), "--checkpoint-every", str(max(1, steps // 4)),
                  "--vis-every", str(max(1, steps // 4)), "--workers", "1", "--force")
 
     timed("train", training)
@@ -137,7 +164,7 @@ def demo(
     typer.echo(f"3/5 segmenting {held_out.name}")
     seg_video = folder / f"{held_out.stem}.parts.mp4"
     timed("segment", lambda: _run(
-        "segment", str(held_out), "--checkpoint", str(named), "--no-crop", "--style", "side-by-side", "--hard",
+        "segment", str(held_out), "--checkpoint", str(named), "--no-crop", "--style", "overlay", "--hard",
         "-o", str(seg_video), "--masks", str(folder / "masks.npz"), "--force"))
 
     part = next(iter(names), "1")  # the learned part covering most of the figure

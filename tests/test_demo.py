@@ -19,7 +19,7 @@ def test_demo_runs_end_to_end_and_reuses_what_exists(tmp_path, monkeypatch):
     for key in ("segmentation", "swap"):
         info = probe(summary[key])
         assert info["frames"] == 24 and info["codec"] == "h264" and info["fps"] == 25
-    assert probe(summary["segmentation"])["width"] == 128  # side by side
+    assert probe(summary["segmentation"])["width"] == 64  # overlay at the model's size
     assert 0 <= summary["metrics"]["iou"] <= 1 and summary["metrics"]["mae_sum"] > 0
     assert {p.split("/")[-1] for p in summary["pictures"]} == {"eval.png", "legend.png", "segment.png", "swap.png",
                                                                "train-vis.png"}
@@ -29,3 +29,27 @@ def test_demo_runs_end_to_end_and_reuses_what_exists(tmp_path, monkeypatch):
     assert again.exit_code == 0, again.output
     assert "reusing" in again.output
     assert (folder / "run" / "log.jsonl").read_text() == log  # not trained again
+
+
+def test_the_demo_reuses_only_its_own_folders_made_with_the_same_settings(tmp_path):
+    import pytest
+
+    from copart_cli.demo import _reuse_or_start_over
+    from models.errors import CopartError
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mine.mp4").write_text("a user's file")
+    with pytest.raises(CopartError, match="did not make"):
+        _reuse_or_start_over(tmp_path, {"videos": 6})
+    assert (tmp_path / "data" / "mine.mp4").exists()
+
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    _reuse_or_start_over(demo, {"videos": 6})
+    (demo / "data").mkdir()
+    (demo / "run").mkdir()
+    _reuse_or_start_over(demo, {"videos": 6})  # same settings: reused
+    assert (demo / "data").exists() and (demo / "run").exists()
+    _reuse_or_start_over(demo, {"videos": 12})  # other settings: started over
+    assert not (demo / "data").exists() and not (demo / "run").exists()
+    assert json.loads((demo / "demo.json").read_text()) == {"videos": 12}
