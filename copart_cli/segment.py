@@ -62,14 +62,15 @@ class Segmenter:
 
 
 def smoothed(items, n: int):
-    """Centred moving average of the part maps over ``n`` frames (frames without maps are
-    left alone); buffers ``n // 2`` frames ahead."""
+    """Moving average of the part maps over ``n`` frames, centred (odd ``n``; an even ``n``
+    takes one frame more ahead than behind); frames without maps are left alone. Buffers
+    ``n // 2`` frames ahead."""
     if n <= 1:
         yield from items
         return
     half = n // 2
     window: deque = deque()
-    behind: deque = deque(maxlen=half)
+    behind: deque = deque(maxlen=(n - 1) // 2)
 
     def emit():
         frame, region, out = window.popleft()

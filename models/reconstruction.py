@@ -15,6 +15,7 @@ from torch import nn
 
 from . import motion
 from .blocks import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d
+from .errors import CopartError
 from .segmentation import PartSegmentation
 
 
@@ -132,7 +133,8 @@ class ReconstructionModule(nn.Module):
         features, deformation, _ = self.transfer(source_features, seg_source, seg_target)
         if warp_mask:
             if deformation is None:
-                raise ValueError("a source-frame mask needs a motion model; the Naive model has none")
+                raise CopartError("A mask from the source segmentation (--source-mask) needs a motion model to "
+                                  "warp it; the Naive model has none: use the target's segmentation.")
             blend_mask = motion.warp(blend_mask, deformation)
         blend_mask = motion.resize_map(blend_mask, features.shape[2:]).to(features.dtype)
         return self.decode(target_features * (1 - blend_mask) + features * blend_mask)

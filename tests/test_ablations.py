@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import presets
-from models import VARIANTS, CoPartModel, ModelConfig, apply_variant
+from models import VARIANTS, CoPartModel, CopartError, ModelConfig, apply_variant
 
 
 def _model(variant: str) -> CoPartModel:
@@ -86,6 +86,12 @@ def test_naive_uses_no_flow():
     assert torch.equal(out["prediction"], again["prediction"])
     assert (out["prediction"] - changed["prediction"]).abs().max() > 1e-6
     assert "fuse.weight" in model.reconstruction_module.state_dict()
+    # Part swap works with the target's mask; a source mask cannot be warped: one sentence.
+    state = model.prepare_source(source[:1])
+    with torch.no_grad():
+        assert model.swap(state, target, [1, 2]).shape == target.shape
+        with pytest.raises(CopartError, match="Naive"):
+            model.swap(state, target, [1, 2], use_source_segmentation=True)
 
 
 def test_full_is_the_default():

@@ -166,3 +166,8 @@ def test_smoothing_is_a_centred_moving_average():
     values = [90, 0, 0, 0, 0]
     out = [o["segmentation"].item() for _, _, o in smoothed((item(v) for v in values), 3)]
     assert out == [45, 30, 0, 0, 0]
+    impulse = [0, 0, 60, 0, 0, 0]
+    two = [o["segmentation"].item() for _, _, o in smoothed((item(v) for v in impulse), 2)]
+    assert two == [0, 30, 30, 0, 0, 0]  # N frames exactly: this one and the next
+    four = [o["segmentation"].item() for _, _, o in smoothed((item(v) for v in impulse), 4)]
+    assert four == [20, 15, 15, 15, 0, 0]  # one behind, two ahead (fewer at the ends)
