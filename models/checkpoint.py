@@ -320,9 +320,10 @@ def init_from_fomm(model: CoPartModel, data: dict) -> list[str]:
                 elif not key.endswith("num_batches_tracked"):
                     skipped.append(key)
         if skipped:
+            layers = list(dict.fromkeys(key.rsplit(".", 1)[0] for key in skipped))  # weight, bias, ... of a layer
             notes.append(
-                f"{module}: {len(skipped)} tensor(s) start fresh (no tensor of that name and shape), "
-                f"e.g. {', '.join(skipped[:3])}"
+                f"{module}: {len(skipped)} tensor(s) in {len(layers)} layer(s) start fresh (no tensor of that "
+                f"name and shape): {', '.join(layers)}"
             )
     return notes
 

@@ -97,7 +97,9 @@ def test_fomm_initialises_what_fits(reference_config):
     fresh = other.segmentation_module.segmentation.weight.clone()
     notes = init_from_fomm(other, {"kp_detector": kp, "generator": data["generator"]})
     assert any("semantic_seg" in n for n in notes)
-    assert any("shift.weight" in n for n in notes)
+    fresh_note = next(n for n in notes if "start fresh" in n)
+    assert fresh_note.startswith("segmentation_module: 4 tensor(s) in 2 layer(s)"), fresh_note
+    assert set(fresh_note.rsplit(": ", 1)[1].split(", ")) == {"segmentation", "shift"}  # every one named
     assert torch.equal(other.segmentation_module.segmentation.weight, fresh)
     assert torch.equal(other.reconstruction_module.final.weight, data["generator"]["final.weight"])
 
