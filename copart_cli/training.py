@@ -198,7 +198,7 @@ def train(
             getattr(model, module).load_state_dict(stored[module])
         for name, opt in optimizers.items():
             opt.load_state_dict(stored["optimizer"][name])
-        states = stored["rng"].get("generators") or [stored["rng"]["generator"]]
+        states = stored["rng"].get("generators") or [stored["rng"]["generator"]]  # older runs: one
         if len(states) == world:  # each process's transforms go on where they stopped
             generator.set_state(states[rank])
         else:  # resumed on another number of processes: a fresh seed of each one's own
@@ -336,7 +336,7 @@ def _save(out: Path, model: CoPartModel, config: dict, optimizers: dict, generat
     data = checkpoint_dict(
         model, config, config.get("part_names"), step,
         optimizer={name: opt.state_dict() for name, opt in optimizers.items()},
-        rng={"torch": torch.get_rng_state(), "generator": generators[0], "generators": generators},
+        rng={"torch": torch.get_rng_state(), "generators": generators},
         train=settings.__dict__.copy(), **extra,
     )
     numbered = save_atomic(data, out / f"checkpoint-{step:08d}.pth")
