@@ -94,10 +94,9 @@ SETTINGS = "demo.json"
 
 
 def _reuse_or_start_over(folder: Path, settings: dict) -> None:
-    """Reuse the data and run of an earlier demo made with the same settings; start them over
-    when the settings differ (a --quick run, say); never touch folders the demo did not make."""
+    """Reuse the data and run in ``folder``; start them over only when a record shows the demo
+    made them with other settings (then they are the demo's own to remove)."""
     record = folder / SETTINGS
-    made = [p for p in (folder / "data", folder / "run") if p.exists()]
     if record.exists():
         try:
             same = json.loads(record.read_text()) == settings
@@ -105,11 +104,9 @@ def _reuse_or_start_over(folder: Path, settings: dict) -> None:
             same = False
         if not same:
             typer.echo(f"    {folder} holds a demo made with other settings: starting it over")
-            for path in made:
-                shutil.rmtree(path)
-    elif made:
-        raise CopartError(f"{folder} holds {', '.join(p.name for p in made)}/ that the demo did not make; "
-                          f"give the demo an empty or new folder.")
+            for path in (folder / "data", folder / "run"):
+                if path.exists():
+                    shutil.rmtree(path)
     record.write_text(json.dumps(settings, indent=2))
 
 
@@ -122,6 +119,8 @@ def demo(
     folder = Path(folder).expanduser()
     if folder.exists() and not folder.is_dir():
         raise CopartError(f"{folder} exists and is not a folder.")
+    if quick:  # a folder of its own: a smoke test never mixes with (or replaces) a full run
+        folder = folder / "quick"
     folder.mkdir(parents=True, exist_ok=True)
     data, run, pictures = folder / "data", folder / "run", folder / "pictures"
     steps = 12 if quick else steps

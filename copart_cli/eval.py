@@ -143,7 +143,7 @@ def eval_command(
     loaded = resolve_model(k, preset, checkpoint, device)
     detector = make_detector("auto", device, []) if crop else None
     scorer = Scorer(loaded.model, device, precision.value, detector)
-    with progress_bar(console) as bar:
+    with progress_bar(console, "images") as bar:
         task = bar.add_task("eval", total=len(fit_files) + len(test_files), rate="-")
         fit_centres = scorer.run(fit_files, batch_size, False, bar, task)[0] if want_mae else None
         test_centres, test_fg = scorer.run(test_files, batch_size, want_iou or plot_path is not None, bar, task)

@@ -153,13 +153,13 @@ class PartSwapper:
         return to_images(out)
 
 
-def progress_bar(console: Console) -> Progress:
-    """A progress bar with frames done, frames/s and time left."""
+def progress_bar(console: Console, unit: str = "frames") -> Progress:
+    """A progress bar with items done, items/s and time left."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]} frames/s"),
+        TextColumn(f"{{task.fields[rate]}} {unit}/s"),
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),

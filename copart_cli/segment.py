@@ -136,35 +136,50 @@ LABEL_PNG = re.compile(r"\d+\.png")
 
 def _check_png_dir(png_dir: Path, force: bool, others: list) -> Path:
     """A --png-dir copart may fill: new, empty, or (with --force) a folder of label PNGs only;
-    never one that holds the input or another output of this run."""
+    never a link, the current folder, or one that is or holds the input or another output.
+    Returns it as an absolute path."""
+    if png_dir.is_symlink():
+        raise CopartError(f"--png-dir {png_dir} is a link; give the folder itself.")
     if png_dir.exists() and not png_dir.is_dir():
         raise CopartError(f"--png-dir {png_dir} is a file, not a folder.")
-    if not png_dir.parent.is_dir():
-        raise CopartError(f"Folder {png_dir.parent} does not exist.")
     here = png_dir.resolve()
+    if here == Path.cwd().resolve():
+        raise CopartError(f"--png-dir {png_dir} is the current folder; give the label PNGs a folder of their own.")
+    if not here.parent.is_dir():
+        raise CopartError(f"Folder {png_dir.parent} does not exist.")
     for other in others:
-        if here in Path(other).expanduser().resolve().parents:
-            raise CopartError(f"--png-dir {png_dir} would hold {other}; give the label PNGs a folder of their own.")
-    if png_dir.exists():
-        entries = list(png_dir.iterdir())
-        if entries and not all(e.is_file() and LABEL_PNG.fullmatch(e.name) for e in entries):
+        other = Path(other).expanduser().resolve()
+        if here == other or here in other.parents:
+            raise CopartError(f"--png-dir {png_dir} is or would hold {other}; give the label PNGs a folder of "
+                              f"their own.")
+    if here.exists():
+        entries = list(here.iterdir())
+        if entries and not all(_is_label_png(e) for e in entries):
             raise CopartError(f"--png-dir {png_dir} holds files other than label PNGs; copart fills only a new or "
                               f"empty folder (or, with --force, replaces one of its own label folders).")
         if entries and not force:
             raise CopartError(f"--png-dir {png_dir} already holds label PNGs; pass --force to replace them.")
-    return png_dir
+    return here
+
+
+def _is_label_png(entry: Path) -> bool:
+    return entry.is_file() and not entry.is_symlink() and LABEL_PNG.fullmatch(entry.name) is not None
 
 
 def _replace_png_dir(new: Path, png_dir: Path) -> None:
     """Move the finished label folder into place, removing only the old label PNGs there."""
     if png_dir.exists():
-        for entry in png_dir.iterdir():
-            if entry.is_file() and LABEL_PNG.fullmatch(entry.name):
-                entry.unlink()
+        old = list(png_dir.iterdir())
+        if not all(_is_label_png(e) for e in old):  # something else arrived during the run
+            raise CopartError(f"--png-dir {png_dir} received other files during the run; nothing in it was "
+                              f"changed and no labels were written.")
+        for entry in old:
+            entry.unlink()
         try:
             png_dir.rmdir()
-        except OSError:  # something else appeared there during the run: keep it
-            raise CopartError(f"--png-dir {png_dir} received other files during the run; it was left as it was.") from None
+        except OSError:
+            raise CopartError(f"--png-dir {png_dir} could not be replaced (its old labels were removed; "
+                              f"a file appeared in it meanwhile).") from None
     os.replace(new, png_dir)
 
 

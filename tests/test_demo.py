@@ -15,6 +15,7 @@ def test_demo_runs_end_to_end_and_reuses_what_exists(tmp_path, monkeypatch):
     folder = tmp_path / "demo"
     result = runner.invoke(app, ["demo", str(folder)])
     assert result.exit_code == 0, result.output
+    folder = folder / "quick"  # a smoke test keeps to a folder of its own
     summary = json.loads((folder / "summary.json").read_text())
     for key in ("segmentation", "swap"):
         info = probe(summary[key])
@@ -31,25 +32,16 @@ def test_demo_runs_end_to_end_and_reuses_what_exists(tmp_path, monkeypatch):
     assert (folder / "run" / "log.jsonl").read_text() == log  # not trained again
 
 
-def test_the_demo_reuses_only_its_own_folders_made_with_the_same_settings(tmp_path):
-    import pytest
-
+def test_the_demo_starts_over_only_what_it_made_with_other_settings(tmp_path):
     from copart_cli.demo import _reuse_or_start_over
-    from models.errors import CopartError
 
     (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "mine.mp4").write_text("a user's file")
-    with pytest.raises(CopartError, match="did not make"):
-        _reuse_or_start_over(tmp_path, {"videos": 6})
-    assert (tmp_path / "data" / "mine.mp4").exists()
-
-    demo = tmp_path / "demo"
-    demo.mkdir()
-    _reuse_or_start_over(demo, {"videos": 6})
-    (demo / "data").mkdir()
-    (demo / "run").mkdir()
-    _reuse_or_start_over(demo, {"videos": 6})  # same settings: reused
-    assert (demo / "data").exists() and (demo / "run").exists()
-    _reuse_or_start_over(demo, {"videos": 12})  # other settings: started over
-    assert not (demo / "data").exists() and not (demo / "run").exists()
-    assert json.loads((demo / "demo.json").read_text()) == {"videos": 12}
+    (tmp_path / "data" / "clip.mp4").write_text("made before any record")
+    _reuse_or_start_over(tmp_path, {"videos": 6})  # no record: reused as it is
+    assert (tmp_path / "data" / "clip.mp4").exists()
+    (tmp_path / "run").mkdir()
+    _reuse_or_start_over(tmp_path, {"videos": 6})  # same settings: reused
+    assert (tmp_path / "data").exists() and (tmp_path / "run").exists()
+    _reuse_or_start_over(tmp_path, {"videos": 12})  # other settings: started over
+    assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()
+    assert json.loads((tmp_path / "demo.json").read_text()) == {"videos": 12}

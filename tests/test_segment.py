@@ -106,7 +106,7 @@ def test_bad_input_leaves_nothing(tmp_path, fixture_checkpoint):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.mp4"]
 
 
-def test_png_dir_never_takes_anything_but_its_own_labels(tmp_path, fixture_checkpoint, carphone):
+def test_png_dir_never_takes_anything_but_its_own_labels(tmp_path, fixture_checkpoint, carphone, monkeypatch):
     clip = tmp_path / "x" / "clip.mp4"
     clip.parent.mkdir()
     shutil.copy(carphone, clip)
@@ -126,6 +126,24 @@ def test_png_dir_never_takes_anything_but_its_own_labels(tmp_path, fixture_check
     assert "--force" in str(again.exception)
     assert _run(*common, "-o", tmp_path / "o.mp4", "--force", "--png-dir", labels, "--max-frames", "1").exit_code == 0
     assert sorted(p.name for p in labels.iterdir()) == ["000000.png"]  # its own labels replaced
+
+    # A folder of frames named like labels is the input: never the label folder.
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(2):
+        shutil.copy(labels / "000000.png", frames / f"{i:06d}.png")
+    result = _run("segment", frames, "--checkpoint", fixture_checkpoint, "--no-crop", "-o", tmp_path / "f.mp4",
+                  "--png-dir", frames, "--force")
+    assert isinstance(result.exception, CopartError), result.output
+    assert sorted(p.name for p in frames.iterdir()) == ["000000.png", "000001.png"]
+    (tmp_path / "link").symlink_to(labels)
+    result = _run(*common, "-o", tmp_path / "o.mp4", "--force", "--png-dir", tmp_path / "link")
+    assert isinstance(result.exception, CopartError) and "link" in str(result.exception)
+    assert sorted(p.name for p in labels.iterdir()) == ["000000.png"]
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    result = _run(*common, "-o", tmp_path / "o.mp4", "--force", "--png-dir", ".")
+    assert isinstance(result.exception, CopartError) and "current folder" in str(result.exception)
 
 
 def test_part_names_round_trip(tmp_path, fixture_checkpoint, carphone):
