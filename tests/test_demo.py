@@ -12,10 +12,10 @@ runner = CliRunner()
 
 def test_demo_runs_end_to_end_and_reuses_what_exists(tmp_path, monkeypatch):
     monkeypatch.setenv("COPART_DEMO_QUICK", "1")
-    folder = tmp_path / "demo"
-    result = runner.invoke(app, ["demo", str(folder)])
+    root = tmp_path / "demo"
+    result = runner.invoke(app, ["demo", str(root)])
     assert result.exit_code == 0, result.output
-    folder = folder / "quick"  # a smoke test keeps to a folder of its own
+    folder = root / "quick"  # a smoke test keeps to a folder of its own
     summary = json.loads((folder / "summary.json").read_text())
     for key in ("segmentation", "swap"):
         info = probe(summary[key])
@@ -26,7 +26,7 @@ def test_demo_runs_end_to_end_and_reuses_what_exists(tmp_path, monkeypatch):
                                                                "train-vis.png"}
     log = (folder / "run" / "log.jsonl").read_text()
 
-    again = runner.invoke(app, ["demo", str(folder)])
+    again = runner.invoke(app, ["demo", str(root)])
     assert again.exit_code == 0, again.output
     assert "reusing" in again.output
     assert (folder / "run" / "log.jsonl").read_text() == log  # not trained again
