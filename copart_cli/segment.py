@@ -153,8 +153,8 @@ def _check_png_dir(png_dir: Path, force: bool, others: list) -> Path:
             raise CopartError(f"--png-dir {png_dir} is or would hold {other}; give the label PNGs a folder of "
                               f"their own.")
     if here.exists():
-        entries = list(here.iterdir())
-        if entries and not all(_is_label_png(e) for e in entries):
+        entries = _label_pngs(here)
+        if entries is None:
             raise CopartError(f"--png-dir {png_dir} holds files other than label PNGs; copart fills only a new or "
                               f"empty folder (or, with --force, replaces one of its own label folders).")
         if entries and not force:
@@ -162,15 +162,18 @@ def _check_png_dir(png_dir: Path, force: bool, others: list) -> Path:
     return here
 
 
-def _is_label_png(entry: Path) -> bool:
-    return entry.is_file() and not entry.is_symlink() and LABEL_PNG.fullmatch(entry.name) is not None
+def _label_pngs(folder: Path) -> Optional[list[Path]]:
+    """The entries of a folder if every one is a label PNG copart wrote (``000123.png``), else None."""
+    entries = list(folder.iterdir())
+    ok = all(e.is_file() and not e.is_symlink() and LABEL_PNG.fullmatch(e.name) for e in entries)
+    return entries if ok else None
 
 
 def _replace_png_dir(new: Path, png_dir: Path) -> None:
     """Move the finished label folder into place, removing only the old label PNGs there."""
     if png_dir.exists():
-        old = list(png_dir.iterdir())
-        if not all(_is_label_png(e) for e in old):  # something else arrived during the run
+        old = _label_pngs(png_dir)
+        if old is None:  # something else arrived during the run
             raise CopartError(f"--png-dir {png_dir} received other files during the run; nothing in it was "
                               f"changed and no labels were written.")
         for entry in old:

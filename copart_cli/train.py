@@ -101,13 +101,12 @@ def train(
         if loss is not None:
             train_params["loss"] = loss.value
         prepare_run_folder(out, False, force, _rank())
-        settings = TrainSettings(
+        given = {"workers": workers, "checkpoint_every": checkpoint_every, "vis_every": vis_every}
+        settings = TrainSettings(  # options not given keep TrainSettings' defaults
             data=str(Path(data).resolve()), steps=steps,
             batch_size=batch_size or int(train_params.get("batch_size", 16)), seed=seed,
-            workers=2 if workers is None else workers,
-            checkpoint_every=checkpoint_every or 500, vis_every=500 if vis_every is None else vis_every,
-            precision=precision.value,
-            loss=loss.value if loss else None,
+            precision=precision.value, loss=loss.value if loss else None,
+            **{name: value for name, value in given.items() if value is not None},
         )
     progress = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("step {task.completed}/{task.total}"),
                         TextColumn("{task.fields[losses]}"), TextColumn("{task.fields[rate]} pairs/s"),
