@@ -34,13 +34,10 @@ import cv2
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import presets  # noqa: E402
-from copart_cli.pipeline import PartSwapper  # noqa: E402
-from copart_cli.video import VideoWriter  # noqa: E402
-from models.checkpoint import checkpoint_dict, model_from_config, save_atomic  # noqa: E402
+from copart import presets
+from copart.inference import PartSwapper
+from copart.media.write import VideoWriter
+from copart.models.checkpoint import checkpoint_dict, model_from_config, save_atomic
 
 
 def cpu_name() -> str:
@@ -97,10 +94,10 @@ LAUNCHER = (
 
 def run_cli(args: list[str], threads: int) -> tuple[float, float, str]:
     """Run copart swap in a fresh process: (frames/s it reports, peak RSS in MB, stdout)."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(threads))
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss_file:
-        proc = subprocess.run([sys.executable, "-c", LAUNCHER, rss_file.name, sys.executable, "-m", "copart_cli",
-                               "swap", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        proc = subprocess.run([sys.executable, "-c", LAUNCHER, rss_file.name, sys.executable, "-m", "copart",
+                               "swap", *args], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, text=True)
         if proc.returncode != 0:
             raise SystemExit(f"copart swap {' '.join(args)} failed ({proc.returncode})")

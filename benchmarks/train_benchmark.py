@@ -22,16 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import presets  # noqa: E402
-from copart_cli import metrics  # noqa: E402
-from copart_cli.synthetic import generate  # noqa: E402
-from copart_cli.training import TrainSettings, prepare_run_folder, train  # noqa: E402
-from copart_cli.video import MediaReader  # noqa: E402
-from models import CoPartModel, ModelConfig  # noqa: E402
-from models.checkpoint import load_model  # noqa: E402
+from copart import presets
+from copart.evaluation import metrics
+from copart.media.read import MediaReader
+from copart.models import CoPartModel, ModelConfig
+from copart.models.checkpoint import load_model
+from copart.training.loop import TrainSettings, prepare_run_folder, train
+from copart.training.synthetic import generate
 
 sys.path.insert(0, str(Path(__file__).parent))
 from swap_benchmark import cpu_name  # noqa: E402

@@ -1,6 +1,6 @@
-"""``python -m copart_cli``: the same as the ``copart`` command."""
+"""``python -m copart``: the same as the ``copart`` command."""
 
-from copart_cli.app import main
+from copart.app import main
 
 if __name__ == "__main__":
     main()

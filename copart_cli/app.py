@@ -1,4 +1,5 @@
-"""The ``copart`` Typer application: one small module per subcommand."""
+"""The ``copart`` Typer application: the commands of :mod:`copart.commands`, and one sentence
+with an exit code for every error a user meets."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from copart_cli import __version__
-from models.errors import CopartError
+from copart import __version__
+from copart.models.errors import CopartError
 
 app = typer.Typer(
     name="copart",
@@ -43,8 +44,16 @@ def _root(
 
 
 def _register() -> None:
-    from copart_cli import eval as evaluate
-    from copart_cli import demo, info, parts, segment, swap, train
+    from copart.commands import (
+        demo,
+        evaluate,
+        info,
+        parts,
+        segment,
+        swap,
+        synthetic,
+        train,
+    )
 
     app.command("train", help=train.HELP, epilog=train.EPILOG)(train.train)
     app.command("demo", help=demo.HELP, epilog=demo.EPILOG)(demo.demo)
@@ -53,11 +62,25 @@ def _register() -> None:
     app.command("eval", help=evaluate.HELP, epilog=evaluate.EPILOG)(evaluate.eval_command)
     app.command("parts", help=parts.HELP, epilog=parts.EPILOG)(parts.parts)
     app.command("info", help=info.HELP, epilog=info.EPILOG)(info.info)
-    app.command("synthetic", help=train.SYNTHETIC_HELP,
-                epilog="Example:\n\n  copart synthetic demo/data --videos 12 --frames 48")(train.synthetic)
+    app.command("synthetic", help=synthetic.HELP, epilog=synthetic.EPILOG)(synthetic.synthetic)
 
 
 _register()
+
+
+# What the command line adds to the core's messages, by topic (the core names no flags).
+ADVICE = {
+    "fomm-checkpoint": "start training from it with copart train --init FILE",
+    "pixel-loss": "copart train --loss pixel does so",
+    "source-mask": "leave out --source-mask",
+}
+
+
+def message(exc: CopartError) -> str:
+    """The one sentence a user reads: the error's, with the command line's advice for its topic."""
+    text = str(exc)
+    advice = ADVICE.get(getattr(exc, "topic", None))
+    return f"{text.rstrip('.')}; {advice}." if advice else text
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -65,7 +88,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     try:
         app(args=argv, prog_name="copart")
     except CopartError as exc:
-        stderr.print(f"[bold red]Error:[/] {escape(str(exc))}", markup=True, highlight=False)
+        stderr.print(f"[bold red]Error:[/] {escape(message(exc))}", markup=True, highlight=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         stderr.print("Interrupted.")

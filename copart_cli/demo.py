@@ -9,34 +9,48 @@ truth. Everything lands in one folder; running it again reuses what exists.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
-import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, ContextManager, Optional
 
 import av
 import numpy as np
 import torch
-import typer
 
-from models.checkpoint import checkpoint_dict, load_model, read_checkpoint, save_atomic
-from models.errors import CopartError
+from copart.editing.segment import segment
+from copart.editing.swap import swap
+from copart.evaluation.evaluate import evaluate
+from copart.loading import ModelChoice, pick_device
+from copart.media.pipeline import Progress
+from copart.media.read import MediaReader, probe, read_image
+from copart.media.write import write_atomic_text, write_image
+from copart.models.checkpoint import (
+    checkpoint_dict,
+    load_model,
+    read_checkpoint,
+    save_atomic,
+)
+from copart.models.errors import CopartError
+from copart.training import loop
+from copart.training.synthetic import PART_NAMES, generate
 
-from .synthetic import PART_NAMES, generate
-from .video import MediaReader, probe, read_image, write_image
-
-HELP = "Run the whole pipeline on synthetic data in a few CPU minutes: synthetic, train, segment, swap, eval."
-EPILOG = "Example:\n\n  copart demo demo/\n\nCOPART_DEMO_QUICK=1 (or --quick) shrinks every step for a smoke test."
 PRESET = "cpu-64-sem-5segments"
 
 
-def _run(*args: str) -> None:
-    """Run a copart command in this process; user errors propagate as CopartError."""
-    from .app import app
+@dataclass
+class Reporter:
+    """How the demo shows what it does: a line per step, and the bars of the jobs it runs."""
 
-    app(list(args), prog_name="copart", standalone_mode=False)
+    say: Callable[[str], None] = print
+    notice: Callable[[str], None] = lambda text: None
+    warn: Callable[[str], None] = lambda text: None
+    # a context manager giving a ``progress(done, total)`` callable for a job (name, unit)
+    progress: Callable[[str, str], ContextManager[Optional[Progress]]] = lambda name, unit: contextlib.nullcontext()
+    # a context manager giving the training ``on_step(step, total, losses, rate)`` callable
+    training: Callable[[], ContextManager[Optional[Callable]]] = lambda: contextlib.nullcontext()
 
 
 def name_parts(checkpoint: Path, data: Path, out: Path) -> dict[str, list[int]]:
@@ -93,7 +107,7 @@ def _strip(images: list[np.ndarray], height: int = 192) -> np.ndarray:
 SETTINGS = "demo.json"
 
 
-def _reuse_or_start_over(folder: Path, settings: dict) -> None:
+def _reuse_or_start_over(folder: Path, settings: dict, say: Callable[[str], None] = print) -> None:
     """Reuse the data and run in ``folder``; start them over only when a record shows the demo
     made them with other settings (then they are the demo's own to remove)."""
     record = folder / SETTINGS
@@ -103,30 +117,27 @@ def _reuse_or_start_over(folder: Path, settings: dict) -> None:
         except ValueError:
             same = False
         if not same:
-            typer.echo(f"    {folder} holds a demo made with other settings: starting it over")
+            say(f"    {folder} holds a demo made with other settings: starting it over")
             for path in (folder / "data", folder / "run"):
                 if path.exists():
                     shutil.rmtree(path)
     record.write_text(json.dumps(settings, indent=2))
 
 
-def demo(
-    folder: Path = typer.Argument(Path("demo"), help="Where everything goes (reused when run again)."),
-    steps: int = typer.Option(800, "--steps", min=1, help="Training steps (about 7 CPU minutes for 800)."),
-    quick: bool = typer.Option(False, "--quick", help="Tiny sizes for a smoke test (also COPART_DEMO_QUICK=1)."),
-) -> None:
-    quick = quick or os.environ.get("COPART_DEMO_QUICK", "") not in ("", "0")
+def run(folder: Path, steps: int = 800, quick: bool = False, report: Reporter = Reporter()) -> dict:
+    """The whole demo in ``folder``; returns its summary (also written to ``summary.json``)."""
+    say = report.say
     folder = Path(folder).expanduser()
     if folder.exists() and not folder.is_dir():
         raise CopartError(f"{folder} exists and is not a folder.")
     if quick:  # a folder of its own: a smoke test never mixes with (or replaces) a full run
         folder = folder / "quick"
     folder.mkdir(parents=True, exist_ok=True)
-    data, run, pictures = folder / "data", folder / "run", folder / "pictures"
+    data, run_dir, pictures = folder / "data", folder / "run", folder / "pictures"
     steps = 12 if quick else steps
     sizes = {"videos": 6, "frames": 24, "test": 2, "batch_size": 8} if quick else \
         {"videos": 12, "frames": 48, "test": 3, "batch_size": 16}
-    _reuse_or_start_over(folder, {"preset": PRESET, "size": 64, **sizes})
+    _reuse_or_start_over(folder, {"preset": PRESET, "size": 64, **sizes}, say)
     pictures.mkdir(exist_ok=True)
     timings: dict[str, float] = {}
 
@@ -135,57 +146,70 @@ def demo(
         action()
         timings[name] = round(time.perf_counter() - start, 1)
 
-    typer.echo("1/5 synthetic videos")
+    say("1/5 synthetic videos")
     timed("synthetic", lambda: generate(data, videos=sizes["videos"], frames=sizes["frames"], size=64,
                                         test=sizes["test"]))
 
-    typer.echo(f"2/5 training {PRESET} for {steps} steps on the CPU")
-    latest = run / "checkpoint.pth"
+    say(f"2/5 training {PRESET} for {steps} steps on the CPU")
+    latest = run_dir / "checkpoint.pth"
 
     def training():
+        device = pick_device("auto")
         if latest.exists():
             done = int(read_checkpoint(latest)["step"])
             if done >= steps:
-                typer.echo(f"    reusing {latest} (step {done})")
+                say(f"    reusing {latest} (step {done})")
                 return
-            _run("train", "--resume", str(run), "--steps", str(steps))
+            config, label, settings, resume = {}, str(run_dir), loop.TrainSettings(data="", steps=0, batch_size=1), True
         else:
-            _run("train", "--preset", PRESET, "--data", str(data), "--out", str(run), "--steps", str(steps),
-                 "--batch-size", str(sizes["batch_size"]), "--checkpoint-every", str(max(1, steps // 4)),
-                 "--vis-every", str(max(1, steps // 4)), "--workers", "1", "--force")
+            config, label = loop.new_run_config(PRESET, data)
+            every = max(1, steps // 4)
+            settings = loop.TrainSettings(data=str(data.resolve()), steps=steps, batch_size=sizes["batch_size"],
+                                          checkpoint_every=every, vis_every=every, workers=1)
+            loop.prepare_run_folder(run_dir, False, True, 0)
+            resume = False
+        with report.training() as on_step:
+            loop.train(config, run_dir, settings, None, resume, device, label, on_step, report.warn,
+                       {"steps": steps} if resume else None)
 
     timed("train", training)
     named = folder / "model.pth"
     names = name_parts(latest, data, named)
+    model = ModelChoice(checkpoint=named)
 
     tests = sorted((data / "test").glob("*.mp4"))
     held_out, other = tests[0], tests[-1]
-    typer.echo(f"3/5 segmenting {held_out.name}")
+    say(f"3/5 segmenting {held_out.name}")
     seg_video = folder / f"{held_out.stem}.parts.mp4"
-    timed("segment", lambda: _run(
-        "segment", str(held_out), "--checkpoint", str(named), "--no-crop", "--style", "overlay", "--hard",
-        "-o", str(seg_video), "--masks", str(folder / "masks.npz"), "--force"))
+
+    def segmenting():
+        with report.progress("segment", "frames") as progress:
+            segment(held_out, model, style="overlay", hard=True, output=seg_video, masks=folder / "masks.npz",
+                    force=True, no_crop=True, progress=progress, notice=report.notice)
+
+    timed("segment", segmenting)
 
     part = next(iter(names), "1")  # the learned part covering most of the figure
-    typer.echo(f"4/5 swapping the {part} of {held_out.stem} onto {other.stem}")
+    say(f"4/5 swapping the {part} of {held_out.stem} onto {other.stem}")
     swap_video = folder / f"{other.stem}.swap.mp4"
-    timed("swap", lambda: _run(
-        "swap", "--checkpoint", str(named), "--parts", part, "--no-crop", str(other), str(held_out),
-        "--source-frame", "0", "-o", str(swap_video), "--force"))
 
-    typer.echo("5/5 evaluating against the ground truth")
-    eval_json = folder / "eval.json"
+    def swapping():
+        with report.progress("swap", "frames") as progress:
+            swap(other, held_out, [part], model, output=swap_video, force=True, no_crop=True, progress=progress,
+                 notice=report.notice)
+
+    timed("swap", swapping)
+
+    say("5/5 evaluating against the ground truth")
+    scores: dict = {}
 
     def evaluating():
-        captured = io.StringIO()
-        with contextlib.redirect_stdout(captured):
-            _run("eval", str(data / "eval"), "--checkpoint", str(named), "--metric", "all", "--json",
-                 "--plot", str(pictures / "eval.png"))
-        text = captured.getvalue()
-        eval_json.write_text(text[text.index("{"):])
+        with report.progress("eval", "images") as progress:
+            scores.update(evaluate(data / "eval", model, metric="all", plot_path=pictures / "eval.png",
+                                   progress=progress))
+        write_atomic_text(folder / "eval.json", json.dumps(scores, indent=2))
 
     timed("eval", evaluating)
-    scores = json.loads(eval_json.read_text())
 
     # Pictures made from the outputs, for people (and the README).
     frames = probe(seg_video)["frames"]
@@ -194,7 +218,7 @@ def demo(
     source = _frames(held_out, [0])[0]
     target, result = _frames(other, [frames // 2])[0], _frames(swap_video, [frames // 2])[0]
     write_image(_strip([source, target, result]), pictures / "swap.png")
-    vis = sorted((run / "train-vis").glob("*.png"))
+    vis = sorted((run_dir / "train-vis").glob("*.png"))
     if vis:
         write_image(read_image(vis[-1]), pictures / "train-vis.png")
 
@@ -209,10 +233,6 @@ def demo(
         "pictures": sorted(str(p) for p in pictures.glob("*.png")),
         "seconds": timings,
     }
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
-    typer.echo(
-        f"Done in {sum(timings.values()):.0f} s: parts {', '.join(f'{n}={c}' for n, c in names.items()) or 'unnamed'}; "
-        f"IoU {summary['metrics']['iou']:.3f}, landmark MAE {summary['metrics']['mae_mean']:.2f} px per coordinate; "
-        f"videos {seg_video.name}, {swap_video.name}; summary {folder / 'summary.json'}"
-    )
+    write_atomic_text(folder / "summary.json", json.dumps(summary, indent=2))
+    return summary
 

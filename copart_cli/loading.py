@@ -1,16 +1,20 @@
-"""Choosing and loading a model for a command: --k, --preset, --checkpoint, part names."""
+"""Choosing, loading and describing a model: by published K, preset or checkpoint file;
+part names; the device."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 
-import presets
-from models.checkpoint import (
+from copart import presets
+from copart.models.checkpoint import (
+    MODULES,
     LoadedModel,
+    checkpoint_dict,
     compare_shapes,
     detect_layout,
     expected_shapes,
@@ -18,9 +22,10 @@ from models.checkpoint import (
     load_model,
     read_checkpoint,
     shapes_of,
+    validate_part_names,
 )
-from models.config import ModelConfig
-from models.errors import CopartError
+from copart.models.config import ModelConfig
+from copart.models.errors import CopartError
 
 PUBLISHED_K = (5, 10, 15)
 DEFAULT_K = 5
@@ -52,6 +57,19 @@ def published_path(preset: str) -> Path:
         f"The checkpoint {wanted} is not in {home}: download it {where} and put it there "
         f"(or set COPART_HOME), or pass --checkpoint FILE."
     )
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which model to run, as a user names it: a published K, a preset (name or YAML), a
+    checkpoint file, or a combination (see :func:`resolve_model`)."""
+
+    k: Optional[int] = None
+    preset: Optional[str] = None
+    checkpoint: Optional[Path] = None
+
+    def load(self, device: str = "cpu") -> LoadedModel:
+        return resolve_model(self.k, self.preset, self.checkpoint, device)
 
 
 def resolve_model(
@@ -147,3 +165,125 @@ def pick_device(device: str) -> str:
     except RuntimeError:
         raise CopartError(f"Unknown --device '{device}'; use auto, cpu or cuda[:N].") from None
     return device
+
+
+CHECKPOINT_SUFFIXES = (".pth", ".tar", ".pt", ".ckpt", ".bin")
+
+
+def _is_checkpoint(target: str) -> bool:
+    path = Path(target).expanduser()
+    if path.suffix in (".yaml", ".yml"):
+        return False
+    if path.exists():
+        return True
+    if any(target.endswith(s) for s in CHECKPOINT_SUFFIXES) or "/" in target or "\\" in target:
+        raise CopartError(f"{target} does not exist.")
+    return False
+
+
+def _parameters(config: ModelConfig) -> dict[str, int]:
+    from copart.models.model import CoPartModel
+
+    with torch.device("meta"):
+        model = CoPartModel(config)
+    counts = {m: sum(p.numel() for p in getattr(model, m).parameters()) for m in MODULES}
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def describe(target: str, preset: Optional[str] = None) -> dict:
+    """Everything ``copart info`` reports, as plain data."""
+    if not _is_checkpoint(target):
+        config = presets.load(target)
+        label = presets.label(target)
+        model_config = ModelConfig.from_dict(config, label)  # no weights needed to describe it
+        names = validate_part_names(config.get("part_names"), model_config.num_segments, label)
+        report = _base(label, "preset", model_config, config, names)
+        if label in presets.PUBLISHED:
+            report["published_checkpoint"] = presets.PUBLISHED[label]
+        return report
+
+    path = Path(target).expanduser()
+    data = read_checkpoint(path)
+    layout = detect_layout(data, path)
+    preset_config = presets.load(preset) if preset else None
+    preset_label = presets.label(preset) if preset else "the configuration"
+    if layout == "fomm":
+        return _describe_fomm(path, data)
+    if layout == "authors" and preset_config is None:
+        config, assumed = infer_config(data, path)
+        report = _base(str(path), layout, config, config.to_dict(), {})
+        report["matching_presets"] = matching_presets(shapes_of(data))
+        report["notes"] = [
+            "an authors'-layout file holds no configuration: K, widths and depths come from its tensor shapes",
+            f"not stored, taken as the authors' defaults: {', '.join(assumed)}",
+            "part names are attached when you name the preset with --preset",
+        ]
+        report["epoch"] = data.get("epoch")
+        return report
+    loaded = load_model(path, config=preset_config, config_label=preset_label, data=data)
+    report = _base(str(path), layout, loaded.model.config, loaded.config, loaded.part_names)
+    report["matching_presets"] = matching_presets(shapes_of(data))
+    report["step"] = loaded.step
+    report["epoch"] = loaded.epoch
+    if preset:
+        report["preset"] = preset_label
+    return report
+
+
+def _base(source: str, layout: str, config: ModelConfig, whole: dict, part_names: dict) -> dict:
+    return {
+        "source": source,
+        "layout": layout,
+        "num_segments": config.num_segments,
+        "image_size": list(config.image_size),
+        "segmentation_size": list(config.segmentation_size),
+        "model_params": config.model_params(),
+        "parameters": _parameters(config),
+        "part_names": part_names,
+        "notes": [],
+    }
+
+
+def _describe_fomm(path: Path, data: dict) -> dict:
+    kp = data["kp_detector"]
+    num_kp = kp["kp.weight"].shape[0] if "kp.weight" in kp else None
+
+    def count(sd: dict) -> int:
+        return sum(
+            v.numel()
+            for k, v in sd.items()
+            if hasattr(v, "numel") and not k.endswith(("running_mean", "running_var", "num_batches_tracked", "down.weight"))
+        )
+
+    params = {"kp_detector": count(kp), "generator": count(data["generator"])}
+    params["total"] = sum(params.values())
+    notes = ["loads with 'copart train --init' as the initialisation of a model (kp -> shift, jacobian -> affine)"]
+    notes.append(
+        "has a semantic_seg head: the segmentation starts from it"
+        if "semantic_seg.weight" in kp
+        else "has no semantic_seg head: the segmentation head starts fresh"
+    )
+    if any(k.startswith("dense_motion_network.") for k in data["generator"]):
+        notes.append("its dense_motion_network is not used")
+    return {
+        "source": str(path),
+        "layout": "fomm",
+        "num_segments": num_kp,
+        "parameters": params,
+        "epoch": data.get("epoch"),
+        "part_names": {},
+        "notes": notes,
+    }
+
+
+def with_part_names(loaded: LoadedModel, names: dict[str, list[int]], source: str = "the new part names") -> dict:
+    """The checkpoint to save for ``loaded`` with ``names`` added to its part names. A copart
+    checkpoint keeps everything else, training state included (and the names in its stored
+    configuration, so that a resumed run keeps them); any other becomes a copart checkpoint."""
+    merged = dict(loaded.part_names)
+    merged.update(validate_part_names(names, loaded.model.num_segments, source))
+    config = {**loaded.config, "part_names": merged}
+    if loaded.layout == "copart":
+        return {**loaded.checkpoint, "config": config, "part_names": merged}
+    return checkpoint_dict(loaded.model, config, merged, step=loaded.step or 0)

@@ -240,8 +240,9 @@ def load_model(
     notes: list[str] = []
     if layout == "fomm":
         raise CopartError(
-            f"{path} is a First Order Motion Model checkpoint; it has no part segmentation to run. "
-            f"Use it with 'copart train --init' to start training from it."
+            f"{path} is a First Order Motion Model checkpoint: it has no part segmentation to run, "
+            f"only weights to start training from.",
+            topic="fomm-checkpoint",
         )
     if layout == "copart":
         stored = data.get("config")

@@ -5,11 +5,21 @@ sentence that says what is wrong, which file, and what to do. The command line
 turns it into that sentence on stderr and a non-zero exit code.
 """
 
+from __future__ import annotations
+
 
 class CopartError(Exception):
-    """A user-facing error: its message is one complete sentence."""
+    """A user-facing error: its message is one complete sentence.
+
+    ``topic`` names what went wrong in a word that callers may add their own advice to
+    (the command line adds the flag that helps); the core's messages name no flags.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str, topic: str | None = None):
+        super().__init__(message)
+        self.topic = topic
 
 
 def first_line(exc: BaseException) -> str:

@@ -73,7 +73,8 @@ class Vgg19(nn.Module):
             raise CopartError(
                 f"The perceptual loss needs VGG-19's weights, {VGG19_FILE}, which could not be downloaded: "
                 f"put that file (from {VGG19_URL}) in {path.parent}, or train with the pixel-pyramid loss "
-                f"instead (train_params.loss: pixel, or --loss pixel)."
+                f"instead (train_params.loss: pixel).",
+                topic="pixel-loss",
             )
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)

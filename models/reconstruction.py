@@ -133,8 +133,8 @@ class ReconstructionModule(nn.Module):
         features, deformation, _ = self.transfer(source_features, seg_source, seg_target)
         if warp_mask:
             if deformation is None:
-                raise CopartError("A mask from the source segmentation (--source-mask) needs a motion model to "
-                                  "warp it; the Naive model has none: use the target's segmentation.")
+                raise CopartError("A mask from the source segmentation needs a motion model to warp it; the "
+                                  "Naive model has none: use the target's segmentation.", topic="source-mask")
             blend_mask = motion.warp(blend_mask, deformation)
         blend_mask = motion.resize_map(blend_mask, features.shape[2:]).to(features.dtype)
         return self.decode(target_features * (1 - blend_mask) + features * blend_mask)

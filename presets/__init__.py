@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from models.errors import CopartError
+from copart.models.errors import CopartError
 
 PRESET_DIR = Path(__file__).resolve().parent
 

@@ -72,7 +72,7 @@ def astronaut(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def fixture_checkpoint(tmp_path_factory, reference_config) -> Path:
     """The authors' reduced K=10 fixture model (128 px) as a copart checkpoint with part names."""
-    from models.checkpoint import checkpoint_dict, load_model, save_atomic
+    from copart.models.checkpoint import checkpoint_dict, load_model, save_atomic
 
     loaded = load_model(REFERENCE / "reference-format.pth.tar", config=reference_config)
     path = tmp_path_factory.mktemp("model") / "fixture-k10.pth"

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-import presets
-from models import VARIANTS, CoPartModel, CopartError, ModelConfig, apply_variant
+from copart import presets
+from copart.models import VARIANTS, CopartError, CoPartModel, ModelConfig, apply_variant
 
 
 def _model(variant: str) -> CoPartModel:
@@ -100,7 +100,7 @@ def test_full_is_the_default():
 
 
 def test_unknown_variant_is_one_sentence():
-    from models import CopartError
+    from copart.models import CopartError
 
     with pytest.raises(CopartError, match="choose one of"):
         apply_variant({}, "bogus")

@@ -11,11 +11,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import presets
-from copart_cli import __version__
-from copart_cli.app import app
-from models import CoPartModel, ModelConfig
-from models.checkpoint import checkpoint_dict, save_atomic
+from copart import __version__, presets
+from copart.app import app
+from copart.models import CoPartModel, ModelConfig
+from copart.models.checkpoint import checkpoint_dict, save_atomic
 
 from .conftest import REFERENCE
 
@@ -29,9 +28,13 @@ def _json(*args) -> dict:
     return json.loads(result.output)
 
 
+def _outside_env() -> dict:
+    """The environment of a user's shell: no PYTHONPATH pointing into the repository."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
 def _run(*args, cwd=ROOT):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "copart_cli", *args], check=False, cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "copart", *args], check=False, cwd=cwd, env=_outside_env(),
                           capture_output=True, text=True, timeout=120)
 
 
@@ -128,11 +131,39 @@ def test_installed_copart_works_from_any_folder(tmp_path):
         if os.environ.get("CI"):
             pytest.fail("copart is not installed in CI's environment")
         pytest.skip("copart is not installed (pip install . puts it on the PATH)")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run([exe, "info", "vox-256-sem-15segments", "--json"], check=False, cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run([exe, "info", "vox-256-sem-15segments", "--json"], check=False, cwd=tmp_path,
+                            env=_outside_env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["num_segments"] == 15
+    result = subprocess.run([exe, "--version"], check=False, cwd=tmp_path, env=_outside_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == f"copart {__version__}", result.stderr
+
+
+def test_one_installed_namespace(tmp_path):
+    """Everything installs under copart: outside the repository no top-level models or presets."""
+    code = ("import importlib.util, copart.models, copart.presets; "
+            "print(importlib.util.find_spec('models'), importlib.util.find_spec('presets'), "
+            "copart.presets.names()[0])")
+    result = subprocess.run([sys.executable, "-c", code], check=False, cwd=tmp_path, env=_outside_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[:2] == ["None", "None"], result.stdout
+    for name in ("models", "presets"):
+        result = subprocess.run([sys.executable, "-c", f"import {name}"], check=False, cwd=tmp_path,
+                                env=_outside_env(), capture_output=True, text=True, timeout=120)
+        assert result.returncode != 0 and "ModuleNotFoundError" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["swap", "--help"], ["train", "--help"]])
+def test_help_and_version_load_no_torch(tmp_path, args):
+    """`copart --help` answers without importing PyTorch, PyAV or OpenCV (python -X importtime)."""
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "copart", *args], check=False, cwd=tmp_path,
+                            env=_outside_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert "copart.app" in imported
+    assert not imported & {"torch", "av", "cv2", "numpy"}, sorted(imported & {"torch", "av", "cv2", "numpy"})
 
 
 @pytest.mark.parametrize("args, wanted, authors", [
@@ -146,3 +177,119 @@ def test_a_missing_published_checkpoint_says_where_to_get_it(tmp_path, monkeypat
     message = str(result.exception)
     assert wanted in message and str(tmp_path) in message, message
     assert (presets.AUTHORS_DOWNLOAD in message) == authors, message
+
+
+def test_the_core_names_no_command_line_flags():
+    """models/ is a library: its messages say what is wrong; the CLI adds which flag helps."""
+    import ast
+    import re
+
+    flag = re.compile(r"(^|\s|\()--[a-z]|copart (train|swap|segment|eval|info|parts|demo)\b")
+    found = []
+    for path in sorted((ROOT / "models").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) and node.body
+                      and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                if flag.search(node.value):
+                    found.append(f"{path.name}:{node.lineno}: {node.value!r}")
+    assert not found, found
+
+
+def test_the_command_line_adds_its_advice_to_core_errors():
+    result = _run("parts", str(REFERENCE / "fomm-format.pth.tar"))
+    assert result.returncode == 2, result.stderr
+    assert "only weights to start training from; start training from it with copart train --init FILE." in \
+        " ".join(result.stderr.split())
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    parts[0] = {"copart_cli": "copart", "models": "copart.models", "presets": "copart.presets"}[parts[0]]
+    name = ".".join(parts)
+    return name[: -len(".__init__")] if name.endswith(".__init__") else name
+
+
+def _imports(path: Path, name: str) -> set[str]:
+    import ast
+
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            found |= {f"{base}.{alias.name}" for alias in node.names} | {base}
+    return {i for i in found if i.startswith("copart")}
+
+
+# Each layer, and the layers below it that it may import (imports run one way).
+LAYERS = [
+    ("copart.app", {"copart.commands", "copart.ui", "copart.models.errors", "copart"}),
+    ("copart.commands", {"copart.commands.options", "copart.ui", "copart.demo", "copart.editing", "copart.training",
+                         "copart.evaluation", "copart.loading", "copart.models"}),
+    ("copart.ui", set()),
+    ("copart.demo", {"copart.editing", "copart.training", "copart.evaluation", "copart.loading", "copart.media",
+                     "copart.models"}),
+    ("copart.editing", {"copart.editing", "copart.inference", "copart.loading", "copart.media", "copart.models"}),
+    ("copart.evaluation", {"copart.evaluation", "copart.inference", "copart.loading", "copart.media", "copart.models"}),
+    ("copart.training", {"copart.training", "copart.presets", "copart.media", "copart.models", "copart"}),
+    ("copart.loading", {"copart.presets", "copart.models", "copart"}),
+    ("copart.inference", {"copart.models"}),
+    ("copart.media", {"copart.media", "copart.models"}),
+    ("copart.presets", {"copart.models.errors"}),
+    ("copart.models", {"copart.models"}),
+]
+
+
+def test_imports_run_one_way():
+    """app -> commands -> jobs -> loading / inference -> media -> models; no command imports another."""
+    wrong = []
+    for path in sorted(p for d in ("copart_cli", "models", "presets") for p in (ROOT / d).rglob("*.py")):
+        name = _module_name(path)
+        if name in ("copart", "copart.__main__"):
+            continue
+        layer, allowed = next((layer, allowed) for layer, allowed in LAYERS
+                              if name == layer or name.startswith(layer + "."))
+        for imported in _imports(path, name):
+            if name.startswith("copart.commands.") and imported.startswith("copart.commands."):
+                if imported != "copart.commands.options":  # no command imports another
+                    wrong.append(f"{name} imports {imported}")
+            elif not (imported == "copart" or imported == layer or imported.startswith(layer + ".")
+                      or any(imported == a or imported.startswith(a + ".") for a in allowed)):
+                wrong.append(f"{name} imports {imported}")
+    assert not wrong, wrong
+
+
+def test_the_readme_python_example_runs(tmp_path, monkeypatch):
+    """The README's Python example, as written, on a random-weight file of the published layout."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    code = re.search(r"## The model core in Python\s+```python\n(.*?)```", text, re.S).group(1)
+    config = presets.load("vox-256-sem-5segments")
+    model = CoPartModel(ModelConfig.from_dict(config))
+    torch.save({"segmentation_module": model.segmentation_module.state_dict(),
+                "reconstruction_module": model.reconstruction_module.state_dict()}, tmp_path / "vox-5segments.pth.tar")
+    monkeypatch.chdir(tmp_path)
+    scope = {"face": torch.rand(1, 3, 256, 256), "batches": [torch.rand(2, 3, 256, 256)]}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["out"].shape == (2, 3, 256, 256)
+
+
+def test_the_readme_layout_names_every_module():
+    """Each module of the application appears in the README's layout section."""
+    text = (ROOT / "README.md").read_text()
+    layout = text[text.index("## Layout"):]
+    for path in sorted((ROOT / "copart_cli").rglob("*.py")):
+        if path.name in ("__init__.py", "__main__.py"):
+            continue
+        shown = path.name if path.parent.name not in ("commands",) else "commands/"
+        if path.parent != ROOT / "copart_cli" and path.parent.name != "commands":
+            assert f"{path.parent.name}/" in layout, path
+        assert shown in layout, path

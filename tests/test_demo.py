@@ -4,8 +4,8 @@ import json
 
 from typer.testing import CliRunner
 
-from copart_cli.app import app
-from copart_cli.video import probe
+from copart.app import app
+from copart.media.read import probe
 
 runner = CliRunner()
 
@@ -33,7 +33,7 @@ def test_demo_runs_end_to_end_and_reuses_what_exists(tmp_path, monkeypatch):
 
 
 def test_the_demo_starts_over_only_what_it_made_with_other_settings(tmp_path):
-    from copart_cli.demo import _reuse_or_start_over
+    from copart.demo import _reuse_or_start_over
 
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "clip.mp4").write_text("made before any record")

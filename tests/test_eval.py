@@ -7,10 +7,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from copart_cli import metrics
-from copart_cli.app import app
-from copart_cli.synthetic import generate, render_video
-from models.errors import CopartError
+from copart.app import app
+from copart.evaluation import metrics
+from copart.models.errors import CopartError
+from copart.training.synthetic import generate, render_video
 
 runner = CliRunner()
 
@@ -156,7 +156,7 @@ def test_images_without_landmarks_get_face_alignment_on_a_real_device(tmp_path, 
     import sys
     import types
 
-    from copart_cli.loading import pick_device
+    from copart.loading import pick_device
 
     root = tmp_path / "faces"
     shutil.copytree(eval_root, root)
@@ -207,6 +207,6 @@ def test_crop_places_face_part_maps_back_in_the_image(tmp_path, astronaut, fixtu
 
 
 def read_plot_size(path):
-    from copart_cli.video import read_image
+    from copart.media.read import read_image
 
     return read_image(path).shape[:2]

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-import presets
-from models import CopartError, CoPartModel, ModelConfig, losses
-from models.losses import Objective, Transform, Vgg19, equivariance_loss
+from copart import presets
+from copart.models import CopartError, CoPartModel, ModelConfig, losses
+from copart.models.losses import Objective, Transform, Vgg19, equivariance_loss
 
 
 @pytest.fixture

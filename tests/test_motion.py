@@ -2,9 +2,9 @@
 
 import torch
 
-from models import motion
-from models.blocks import make_coordinate_grid
-from models.segmentation import PartSegmentation
+from copart.models import motion
+from copart.models.blocks import make_coordinate_grid
+from copart.models.segmentation import PartSegmentation
 
 
 def _seg(b=2, k=3, h=8, w=8, affine=True, seed=0):

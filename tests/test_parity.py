@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from models.checkpoint import init_from_fomm, load_model, read_checkpoint
-from models.config import ModelConfig
-from models.model import CoPartModel
+from copart.models.checkpoint import init_from_fomm, load_model, read_checkpoint
+from copart.models.config import ModelConfig
+from copart.models.model import CoPartModel
 
 from .conftest import REFERENCE
 
@@ -63,7 +63,7 @@ def test_reconstruction(model, reference_tensors):
 def test_reconstruction_from_reference_segmentations(model, reference_tensors):
     """The reconstruction module alone, fed the authors' own segmentations."""
     t = reference_tensors
-    from models.segmentation import PartSegmentation
+    from copart.models.segmentation import PartSegmentation
 
     seg_source = PartSegmentation(*(t[f"seg_source.{f}"] for f in ("segmentation", "shift", "affine")))
     seg_target = PartSegmentation(*(t[f"seg_target.{f}"] for f in ("segmentation", "shift", "affine")))

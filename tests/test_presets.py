@@ -3,9 +3,14 @@
 import pytest
 import yaml
 
-import presets
-from models import CopartError, ModelConfig
-from models.checkpoint import MODULES, compare_shapes, expected_shapes, model_from_config
+from copart import presets
+from copart.models import CopartError, ModelConfig
+from copart.models.checkpoint import (
+    MODULES,
+    compare_shapes,
+    expected_shapes,
+    model_from_config,
+)
 
 PUBLISHED = ["vox-256-sem-5segments", "vox-256-sem-10segments", "vox-256-sem-15segments", "taichi-256-sem"]
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from copart_cli.app import app
-from copart_cli.video import probe, read_image
-from models.errors import CopartError
+from copart.app import app
+from copart.media.read import probe, read_image
+from copart.models.errors import CopartError
 
 runner = CliRunner()
 
@@ -176,7 +176,7 @@ def test_part_names_round_trip(tmp_path, fixture_checkpoint, carphone):
 
 
 def test_smoothing_is_a_centred_moving_average():
-    from copart_cli.segment import smoothed
+    from copart.editing.segment import smoothed
 
     def item(value):
         return (None, None, {"segmentation": np.full((1, 1, 1), value, np.float16)})

@@ -14,13 +14,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from copart_cli import faces
-from copart_cli.app import app
-from copart_cli.faces import FaceTrack, HaarDetector
-from copart_cli.pipeline import WHOLE, PartSwapper, batched_apply, to_tensor
-from copart_cli.video import MediaReader, VideoWriter, probe, read_image
-from models.checkpoint import load_model
-from models.errors import CopartError
+from copart.app import app
+from copart.inference import PartSwapper, to_tensor
+from copart.media import faces
+from copart.media.faces import FaceTrack, HaarDetector
+from copart.media.pipeline import WHOLE, batched_apply
+from copart.media.read import MediaReader, probe, read_image
+from copart.media.write import VideoWriter
+from copart.models.checkpoint import load_model
+from copart.models.errors import CopartError
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -96,7 +98,7 @@ def test_carphone_full_frame_swap(tmp_path, carphone, astronaut, fixture_checkpo
 
 
 def test_pixels_outside_the_face_box_are_untouched_before_encoding(carphone, astronaut, fixture_checkpoint):
-    from copart_cli.pipeline import put
+    from copart.media.pipeline import put
 
     model = load_model(fixture_checkpoint).model
     swapper = PartSwapper(model, read_image(astronaut)[:128, :128], [3, 4, 5])
@@ -276,7 +278,7 @@ def test_bad_input_is_one_sentence_and_leaves_no_file(tmp_path, case, message, c
     before = sorted(p.name for p in tmp_path.iterdir())
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     result = subprocess.run(
-        [sys.executable, "-m", "copart_cli", "swap", "--checkpoint", str(fixture_checkpoint), "--parts", parts,
+        [sys.executable, "-m", "copart", "swap", "--checkpoint", str(fixture_checkpoint), "--parts", parts,
          "--detector", "haar", *extra, str(target), str(source), "-o", str(out)],
         check=False, capture_output=True, text=True, env=env, timeout=300,
     )
@@ -307,7 +309,7 @@ def test_interrupted_run_leaves_no_output(tmp_path, bigbuckbunny, astronaut, fix
     out = tmp_path / "out.mp4"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "copart_cli", "swap", "--checkpoint", str(fixture_checkpoint), "--parts", "2",
+        [sys.executable, "-m", "copart", "swap", "--checkpoint", str(fixture_checkpoint), "--parts", "2",
          "--no-crop", "--batch-size", "1", str(bigbuckbunny), str(astronaut), "-o", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )

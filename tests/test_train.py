@@ -15,11 +15,11 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from copart_cli.app import app
-from copart_cli.synthetic import generate
-from copart_cli.training import latest_checkpoint
-from models.checkpoint import read_checkpoint, save_atomic
-from models.errors import CopartError
+from copart.app import app
+from copart.models.checkpoint import read_checkpoint, save_atomic
+from copart.models.errors import CopartError
+from copart.training.loop import latest_checkpoint
+from copart.training.synthetic import generate
 
 from .conftest import REFERENCE
 
@@ -42,7 +42,7 @@ def _train(*args):
 
 def _cli(*args, **kwargs):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, "-m", "copart_cli", *map(str, args)], env=env, cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "copart", *map(str, args)], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
@@ -57,8 +57,8 @@ def test_one_step_changes_the_weights_and_every_loss_is_finite(tmp_path, synthet
     data = read_checkpoint(run / "checkpoint.pth")
     assert data["step"] == 1 and (run / "checkpoint-00000001.pth").exists()
     torch.manual_seed(0)
-    import presets
-    from models import CoPartModel, ModelConfig
+    from copart import presets
+    from copart.models import CoPartModel, ModelConfig
 
     fresh = CoPartModel(ModelConfig.from_dict(presets.load("cpu-64-sem-5segments")))
     changed = [k for k, v in fresh.segmentation_module.state_dict().items()
@@ -121,7 +121,7 @@ def _torchrun(*args):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "copart_cli", "train", *map(str, args)],
+         "-m", "copart", "train", *map(str, args)],
         check=False, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -192,7 +192,7 @@ def test_bad_inputs(tmp_path, synthetic_data):
 def test_transport_streams_are_read_by_frame_index(tmp_path, synthetic_data):
     import imageio_ffmpeg
 
-    from copart_cli.data import probe_clip, read_frames
+    from copart.training.data import probe_clip, read_frames
 
     ts = tmp_path / "clip.ts"
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-i",
@@ -228,7 +228,7 @@ def test_resume_can_train_longer_but_not_change_the_run(tmp_path, synthetic_data
 
 
 def test_a_worker_error_is_one_sentence_and_leaves_no_half_started_run(tmp_path, synthetic_data, monkeypatch):
-    from copart_cli import data as data_module
+    from copart.training import data as data_module
 
     def broken(clip, indices, size):
         raise ValueError("decoder exploded")

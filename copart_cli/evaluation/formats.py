@@ -18,15 +18,15 @@ from typing import Optional
 
 import numpy as np
 
-from models.errors import CopartError, first_line
-
-from .video import _natural_key, atomic_path, is_image, read_image
+from copart.media.read import is_image, natural_key, read_image
+from copart.media.write import atomic_path
+from copart.models.errors import CopartError, first_line
 
 
 def images_of(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise CopartError(f"Evaluation folder {folder} does not exist (expected ROOT/train and ROOT/test of images).")
-    files = sorted((p for p in folder.iterdir() if is_image(p)), key=_natural_key)
+    files = sorted((p for p in folder.iterdir() if is_image(p)), key=natural_key)
     if not files:
         raise CopartError(f"Evaluation folder {folder} holds no images.")
     return files

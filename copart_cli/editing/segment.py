@@ -1,4 +1,5 @@
-"""``copart segment``: the parts of every frame, as a video, masks and a legend."""
+"""Segmentation of a video, image or folder of frames: a painted video, a legend, the part
+maps (.npz) and label images."""
 
 from __future__ import annotations
 
@@ -7,58 +8,36 @@ import re
 import shutil
 import tempfile
 from collections import deque
-from enum import Enum
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
-import cv2
 import numpy as np
-import torch
-import typer
-from rich.console import Console
 
-from models.errors import CopartError
-
-from . import options, render, video
-from .faces import make_track
-from .loading import pick_device, resolve_model
-from .masks import NpzStream
-from .pipeline import WHOLE, Stats, autocast, batched_apply, regions, stream_video, to_tensor
-
-HELP = "Paint the parts of every frame in their own colours, with a numbered legend, masks and label images."
-EPILOG = (
-    "Examples:\n\n"
-    "  copart segment video.mp4 --k 10\n\n"
-    "  copart segment video.mp4 --style side-by-side --hard --masks parts.npz --png-dir labels/\n\n"
-    "  copart segment frames/ --checkpoint run/checkpoint.pth --no-crop\n\n"
-    "The legend numbers the colours with the numbers --parts takes in copart swap."
+from copart.inference import Segmenter
+from copart.loading import ModelChoice, pick_device
+from copart.media import read, render, write
+from copart.media.faces import make_track
+from copart.media.masks import NpzStream
+from copart.media.pipeline import (
+    WHOLE,
+    Progress,
+    Stats,
+    batched_apply,
+    frame_maps,
+    process_still,
+    regions,
+    stream_video,
 )
+from copart.models.errors import CopartError
+
+STYLES = ("overlay", "mask", "side-by-side")
 
 
-class Style(str, Enum):
-    overlay = "overlay"
-    mask = "mask"
-    side_by_side = "side-by-side"
-
-
-class Segmenter:
-    """Part maps of batches of crops, as float16-rounded float32 arrays."""
-
-    def __init__(self, model, device: str, precision: str):
-        self.model = model.eval()
-        self.device = device
-        self.precision = precision
-
-    def __call__(self, crops: list[np.ndarray]) -> list[dict]:
-        with torch.inference_mode(), autocast(self.device, self.precision):
-            seg = self.model.segment(to_tensor(crops, self.device))
-        maps = seg.segmentation.float().cpu().numpy().astype(np.float16)
-        shift = seg.shift.float().cpu().numpy()
-        affine = seg.affine.float().cpu().numpy() if seg.affine is not None else None
-        return [
-            {"segmentation": maps[i], "shift": shift[i], **({"affine": affine[i]} if affine is not None else {})}
-            for i in range(len(crops))
-        ]
+@dataclass
+class SegmentResult:
+    written: list[Path]
+    stats: Stats
 
 
 def smoothed(items, n: int):
@@ -88,19 +67,6 @@ def smoothed(items, n: int):
             yield emit()
     while window:
         yield emit()
-
-
-def frame_maps(maps: np.ndarray, region, shape) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """Part maps resized to where they belong in the frame: ``(maps, (x0, y0, x1, y1))`` with
-    the maps covering exactly that (clipped) rectangle; the rest of the frame is background."""
-    h, w = shape[:2]
-    if region is WHOLE:
-        return render.resize_maps(maps, w, h), (0, 0, w, h)
-    x0, y0, x1, y1 = region.bounds()
-    side = x1 - x0
-    full = render.resize_maps(maps, side, side)
-    cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
-    return full[:, cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0], (cx0, cy0, cx1, cy1)
 
 
 def painted(frame: np.ndarray, out: Optional[dict], region, colours, style: str, hard: bool):
@@ -186,87 +152,90 @@ def _replace_png_dir(new: Path, png_dir: Path) -> None:
     os.replace(new, png_dir)
 
 
+
 def segment(
-    target: Path = typer.Argument(..., help="Video (any format PyAV reads), GIF, image or folder of frames."),
-    k: options.K = None,
-    preset: options.Preset = None,
-    checkpoint: options.Checkpoint = None,
-    style: Style = typer.Option(Style.overlay, "--style", help="overlay, mask or side-by-side."),
-    hard: bool = typer.Option(False, "--hard/--soft", help="Colour by the most likely part (hard) or mix (soft)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Video (default: TARGET.parts.mp4 beside it)."),
-    masks: Optional[Path] = typer.Option(None, "--masks", help="Also write part maps, anchors, matrices to this .npz."),
-    png_dir: Optional[Path] = typer.Option(None, "--png-dir", help="Also write one label PNG per frame here."),
-    smooth: int = typer.Option(0, "--smooth", min=0, help="Average the part maps over N frames (0: off)."),
-    force: options.Force = False,
-    no_crop: options.NoCrop = False,
-    start: options.Start = None,
-    end: options.End = None,
-    max_frames: options.MaxFrames = None,
-    fps: float = typer.Option(25.0, "--fps", min=0.001, help="Frame rate of a folder of frames."),
-    device: options.Device = "auto",
-    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Frames per model batch."),
-    precision: options.PrecisionOption = options.Precision.fp32,
-    crf: options.Crf = 18,
-    detector: options.DetectorOption = options.Detector.auto,
-    margin: options.Margin = 0.3,
-) -> None:
-    console = Console(stderr=True, highlight=False)
-    reader = video.MediaReader(target, "Input", start=start, end=end, max_frames=max_frames, fps=fps)
+    target: Path,
+    model: ModelChoice = ModelChoice(),
+    *,
+    style: str = "overlay",
+    hard: bool = False,
+    output: Optional[Path] = None,
+    masks: Optional[Path] = None,
+    png_dir: Optional[Path] = None,
+    smooth: int = 0,
+    force: bool = False,
+    no_crop: bool = False,
+    start: Optional[float] = None,
+    end: Optional[float] = None,
+    max_frames: Optional[int] = None,
+    fps: float = 25.0,
+    device: str = "auto",
+    batch_size: int = 8,
+    precision: str = "fp32",
+    crf: int = 18,
+    detector: str = "auto",
+    margin: float = 0.3,
+    progress: Optional[Progress] = None,
+    notice: Callable[[str], None] = lambda text: None,
+) -> SegmentResult:
+    """Paint the parts of every frame of ``target`` (``style``: overlay, mask or side-by-side;
+    soft or ``hard``), with a legend beside it; optionally the part maps (``masks``, .npz)
+    and one label PNG per frame (``png_dir``). Nothing is left half-written."""
+    if style not in STYLES:
+        raise CopartError(f"Unknown style '{style}'; choose one of {', '.join(STYLES)}.")
+    reader = read.MediaReader(target, "Input", start=start, end=end, max_frames=max_frames, fps=fps)
     extra: list = []
     try:
         out_path, legend_path = _outputs_for(target, output, reader.still)
-        if out_path.suffix.lower() not in (video.IMAGE_SUFFIXES if reader.still else {".mp4", ".m4v", ".mov"}):
+        if out_path.suffix.lower() not in (read.IMAGE_SUFFIXES if reader.still else {".mp4", ".m4v", ".mov"}):
             raise CopartError(f"Output {out_path} must be {'an image' if reader.still else 'an MP4 video'}.")
         for path in [out_path, legend_path] + ([masks] if masks else []):
-            video.check_output(path, force, [target])
+            write.check_output(path, force, [target])
         if masks is not None and masks.suffix != ".npz":
             raise CopartError(f"--masks {masks} must end in .npz.")
         if png_dir is not None:
             png_dir = _check_png_dir(Path(png_dir).expanduser(), force,
                                      [target, out_path, legend_path] + ([masks] if masks else []))
         device = pick_device(device)
-        loaded = resolve_model(k, preset, checkpoint, device)
-        model = loaded.model
-        size = model.config.image_size[0]
-        colours = render.palette(model.num_segments)
+        loaded = model.load(device)
+        net = loaded.model
+        size = net.config.image_size[0]
+        colours = render.palette(net.num_segments)
         notices: list[str] = []
         track = None
         if not no_crop:
-            track = make_track(detector.value, device, margin, reader.fps, notices)
-        for notice in notices:
-            console.print(f"[yellow]Notice:[/] {notice}.")
+            track = make_track(detector, device, margin, reader.fps, notices)
+        for text in notices:
+            notice(text)
 
         npz = NpzStream(masks) if masks is not None else None
         extra.append(npz)
         png_tmp = Path(tempfile.mkdtemp(prefix=f".{png_dir.name}.", dir=png_dir.parent)) if png_dir else None
         extra.append(png_tmp)
-        segmenter = Segmenter(model, device, precision.value)
-        seg_shape = (model.num_segments + 1, *model.config.segmentation_size)
+        segmenter = Segmenter(net, device, precision)
+        seg_shape = (net.num_segments + 1, *net.config.segmentation_size)
 
         def outputs(frames):
             items = batched_apply(regions(frames, track), size, batch_size, segmenter)
             for frame, region, out in smoothed(items, smooth):
-                image, label = painted(frame.image, out, region, colours, style.value, hard)
+                image, label = painted(frame.image, out, region, colours, style, hard)
                 if npz is not None:
-                    npz.append(**_record(frame, region, out, seg_shape, model.num_segments, track is not None,
-                                         model.config.estimate_affine_part))
+                    npz.append(**_record(frame, region, out, seg_shape, net.num_segments, track is not None,
+                                         net.config.estimate_affine_part))
                 if png_tmp is not None:
-                    cv2.imwrite(str(png_tmp / f"{frame.index:06d}.png"), label)
+                    write.write_image(label, png_tmp / f"{frame.index:06d}.png", atomic=False)
                 yield frame, image, out is not None
 
         if reader.still:
-            stats = Stats()
-            for _, image, processed in outputs(reader.frames()):
-                video.write_image(image, out_path)
-                stats.frames, stats.processed = 1, int(processed)
+            stats = process_still(reader, out_path, outputs)
         else:
-            stats = stream_video(reader, out_path, outputs, console, "segment", crf)
-        video.write_image(render.legend(colours, loaded.part_names, f"K = {model.num_segments}"), legend_path)
+            stats = stream_video(reader, out_path, outputs, crf, progress, notice)
+        write.write_image(render.legend(colours, loaded.part_names, f"K = {net.num_segments}"), legend_path)
         written = [out_path, legend_path]
         if npz is not None:
             written.append(npz.close())
         if png_tmp is not None:
-            os.chmod(png_tmp, 0o777 & ~video.current_umask())
+            os.chmod(png_tmp, 0o777 & ~write.current_umask())
             _replace_png_dir(png_tmp, png_dir)
             written.append(png_dir)
     except BaseException:
@@ -278,11 +247,7 @@ def segment(
         raise
     finally:
         reader.close()
-    summary = f"Segmented {stats.frames} frame{'s' if stats.frames != 1 else ''}, {stats.seconds:.1f} s, " \
-              f"{stats.frames / max(stats.seconds, 1e-9):.2f} frames/s"
-    if stats.passed_through:
-        summary += f", {stats.passed_through} without a face"
-    typer.echo(f"{summary} -> {', '.join(map(str, written))}")
+    return SegmentResult(written, stats)
 
 
 def _record(frame, region, out, seg_shape, k, cropping: bool, affine: bool) -> dict:

@@ -1,17 +1,10 @@
-"""Streaming video and image I/O with PyAV (and OpenCV for still images).
-
-Frames flow one at a time: :class:`MediaReader` decodes, :class:`VideoWriter`
-encodes H.264 (yuv420p, MP4) with the input's timestamps and copies its audio
-packets unchanged. Nothing holds a whole video. Output goes to a temporary file
-beside the final name and is renamed only when complete.
-"""
+"""Reading media, streamed: :class:`MediaReader` decodes a video, GIF, image or folder of
+frames one frame at a time (PyAV; OpenCV for still images); nothing holds a whole video."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -21,7 +14,7 @@ import av
 import cv2
 import numpy as np
 
-from models.errors import CopartError, first_line
+from copart.models.errors import CopartError, first_line
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -57,30 +50,9 @@ def read_image(path, what: str = "Image") -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def write_image(image: np.ndarray, path) -> None:
-    """Write an RGB uint8 image atomically (format from the suffix)."""
-    path = Path(path)
-    ok, data = cv2.imencode(path.suffix or ".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise CopartError(f"Cannot encode an image as {path.suffix} for {path}.")
-    with atomic_path(path) as tmp:
-        data.tofile(str(tmp))
-
-
-def _natural_key(path: Path):
+def natural_key(path: Path):
     """frame2.png before frame10.png."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
-
-
-def check_output(path: Path, force: bool, inputs) -> None:
-    """An output may not be an input, may replace a file only with ``force``, and needs its folder."""
-    for given in inputs:
-        if path.exists() and Path(given).exists() and path.resolve() == Path(given).resolve():
-            raise CopartError(f"Output {path} is an input file; copart never overwrites its inputs.")
-    if path.exists() and not force:
-        raise CopartError(f"Output {path} already exists; pass --force to replace it.")
-    if not path.parent.is_dir():
-        raise CopartError(f"Output folder {path.parent} does not exist.")
 
 
 def _check_exists(path: Path, what: str) -> None:
@@ -90,28 +62,6 @@ def _check_exists(path: Path, what: str) -> None:
         raise CopartError(f"{what} {path} is a folder, not a file.")
     if not os.access(path, os.R_OK):
         raise CopartError(f"{what} {path} cannot be read (permission denied).")
-
-
-def current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def atomic_path(final: Path):
-    """Yield a temporary path beside ``final``; rename it to ``final`` only if the block
-    completes. On any error or Ctrl-C the temporary file is removed."""
-    final = Path(final)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".part{final.suffix}", dir=final.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 would make outputs private
-    try:
-        yield Path(tmp)
-        os.replace(tmp, final)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _rotate(image: np.ndarray, degrees: int) -> np.ndarray:
@@ -177,7 +127,7 @@ class MediaReader:
 
     def _open_folder(self, fps: float) -> None:
         """A folder of frames: its images in natural order, at ``fps``."""
-        files = sorted((p for p in self.path.iterdir() if is_image(p)), key=_natural_key)
+        files = sorted((p for p in self.path.iterdir() if is_image(p)), key=natural_key)
         if not files:
             raise CopartError(f"{self.what} folder {self.path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
         self.still = False
@@ -318,112 +268,6 @@ class MediaReader:
         self.close()
 
 
-class VideoWriter:
-    """Writes H.264 (yuv420p) MP4 with given timestamps, and copies audio packets.
-
-    Frames of odd width or height are padded by one edge pixel (4:2:0 needs even sizes).
-    The file appears under its final name only after :meth:`close` succeeds.
-    """
-
-    def __init__(
-        self,
-        path,
-        width: int,
-        height: int,
-        fps: Optional[Fraction],
-        time_base: Optional[Fraction],
-        audio_streams=(),
-        crf: int = 18,
-        preset: str = "medium",
-    ):
-        self.path = Path(path)
-        self._atomic = atomic_path(self.path)
-        self.tmp = self._atomic.__enter__()
-        self.width, self.height = width + width % 2, height + height % 2
-        self.fps = Fraction(fps) if fps else Fraction(25)
-        self.time_base = Fraction(time_base) if time_base else 1 / self.fps
-        try:
-            self.container = av.open(str(self.tmp), mode="w", format="mp4")
-            self.stream = self.container.add_stream("libx264", rate=self.fps)
-            self.stream.width, self.stream.height = self.width, self.height
-            self.stream.pix_fmt = "yuv420p"
-            self.stream.time_base = self.time_base
-            self.stream.codec_context.time_base = self.time_base
-            # tune=psnr (no adaptive quantisation, no psycho-visual tweaks) and no macroblock
-            # tree: each region's quantiser then depends on its own pixels, not on what changed
-            # elsewhere, so a swap leaves the rest of the frame as a plain re-encode would.
-            self.stream.options = {"crf": str(int(crf)), "preset": preset, "tune": "psnr", "x264-params": "mbtree=0"}
-            self.audio = {}
-            self.notices: list[str] = []
-            for s in audio_streams:
-                try:
-                    self.audio[s.index] = self.container.add_stream_from_template(s)
-                except (ValueError, av.error.FFmpegError):
-                    self.notices.append(
-                        f"the audio stream ({s.codec_context.name}) cannot be copied into MP4 and is left out"
-                    )
-        except BaseException:
-            self._abort()
-            raise
-        self.frames = 0
-        self._last_pts = None
-
-    def write(self, image: np.ndarray, pts: Optional[int] = None) -> None:
-        """Encode an RGB uint8 frame; ``pts`` in the writer's time base (None: frame count)."""
-        if image.shape[0] != self.height or image.shape[1] != self.width:
-            image = np.pad(
-                image, ((0, self.height - image.shape[0]), (0, self.width - image.shape[1]), (0, 0)), mode="edge"
-            )
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-        if pts is None:
-            pts = int(round(self.frames / (self.fps * self.time_base)))
-        if self._last_pts is not None and pts <= self._last_pts:
-            pts = self._last_pts + 1  # encoders need strictly increasing timestamps
-        frame.pts = pts
-        frame.time_base = self.time_base
-        self._last_pts = pts
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
-        self.frames += 1
-
-    def write_audio(self, packet, offset: float = 0.0) -> None:
-        """Mux an input audio packet unchanged, its timestamps moved back by ``offset``
-        seconds (the time of the first kept video frame) and rescaled by the muxer."""
-        out = self.audio.get(packet.stream.index)
-        if out is None:
-            return
-        if offset:
-            shift = int(round(offset / packet.time_base))
-            packet.pts -= shift
-            packet.dts -= shift
-        packet.stream = out
-        self.container.mux(packet)
-
-    def close(self) -> Path:
-        """Flush, close and move the file to its final name."""
-        try:
-            for packet in self.stream.encode(None):
-                self.container.mux(packet)
-            self.container.close()
-        except BaseException:
-            self._abort()
-            raise
-        self._atomic.__exit__(None, None, None)
-        return self.path
-
-    def _abort(self) -> None:
-        with contextlib.suppress(Exception):
-            self.container.close()
-        with contextlib.suppress(Exception):
-            self._atomic.__exit__(RuntimeError, RuntimeError("aborted"), None)
-        if self.tmp.exists():
-            self.tmp.unlink()
-
-    def abort(self) -> None:
-        """Give up: close and delete the temporary file; nothing appears under the final name."""
-        self._abort()
-
-
 def probe(path) -> dict:
     """Frame count, rate, duration, size and streams of a video (for tests and summaries)."""
     with av.open(str(path)) as container:
@@ -448,6 +292,3 @@ def probe(path) -> dict:
             ],
         }
     return info
-
-
-__all__ = ["Frame", "MediaReader", "VideoWriter", "atomic_path", "is_image", "probe", "read_image", "write_image"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .video import atomic_path
+from .write import atomic_path
 
 
 class NpzStream:

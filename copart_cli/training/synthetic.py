@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .video import VideoWriter
+from copart.media.write import VideoWriter
 
 PART_NAMES = ["torso", "head", "left arm", "right arm", "legs"]
 

@@ -1,43 +1,26 @@
-"""``copart eval``: the paper's metrics (landmark-regression MAE, foreground IoU)."""
+"""The paper's metrics on a folder of evaluation images: landmark-regression MAE (part
+centres regressed to landmarks) and foreground IoU."""
 
 from __future__ import annotations
 
-import json
-import time
-from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
 import torch
-import typer
-from rich.console import Console
-from rich.table import Table
 
-from models.errors import CopartError
+from copart.inference import autocast, to_tensor
+from copart.loading import ModelChoice, pick_device
+from copart.media.faces import best_face, face_to_box, make_detector
+from copart.media.pipeline import WHOLE, Progress, frame_maps, take
+from copart.media.read import read_image
+from copart.media.write import write_image
+from copart.models.errors import CopartError
 
-from . import evaluation, metrics, options
-from .faces import best_face, face_to_box, make_detector
-from .loading import pick_device, resolve_model
-from .pipeline import WHOLE, autocast, progress_bar, take, to_tensor
-from .segment import frame_maps
-from .video import read_image, write_image
+from . import formats, metrics
 
-HELP = "Score a model with the paper's metrics: landmark-regression MAE and foreground IoU."
-EPILOG = (
-    "Examples:\n\n"
-    "  copart eval data/vox-eval --k 10 --metric mae --trust-pickle\n\n"
-    "  copart eval demo/eval --checkpoint runs/demo/checkpoint.pth --metric all --plot eval.png --json\n\n"
-    "ROOT holds train/ (fit set) and test/ (held-out) images, landmarks (the authors' *_gt.pkl, or\n"
-    "<split>_landmarks.npz/.csv) and, for IoU, masks/test/ PNGs."
-)
-
-
-class Metric(str, Enum):
-    mae = "mae"
-    iou = "iou"
-    all = "all"
+METRICS = ("mae", "iou", "all")
 
 
 class Scorer:
@@ -47,9 +30,10 @@ class Scorer:
         self.model, self.device, self.precision = model.eval(), device, precision
         self.size = model.config.image_size[0]
         self.detector, self.margin = detector, margin
-        self.started, self.done = time.perf_counter(), 0
+        self.done = 0
 
-    def run(self, files: list[Path], batch_size: int, want_foreground: bool, bar=None, task=None):
+    def run(self, files: list[Path], batch_size: int, want_foreground: bool, progress: Optional[Progress] = None,
+            total: Optional[int] = None):
         centres, foregrounds = [], []
         for i in range(0, len(files), batch_size):
             images = [read_image(f) for f in files[i : i + batch_size]]
@@ -65,9 +49,8 @@ class Scorer:
                 if want_foreground:
                     foregrounds.append(metrics.foreground(full, size)[0])
             self.done += len(images)
-            if bar is not None:
-                rate = self.done / max(time.perf_counter() - self.started, 1e-9)
-                bar.update(task, advance=len(images), rate=f"{rate:.2f}")
+            if progress is not None:
+                progress(self.done, total)
         return np.stack(centres), (foregrounds if want_foreground else None)
 
     def _region(self, image):
@@ -104,30 +87,34 @@ def plot(files, truth, predicted, foreground, out: Path, count: int = 6) -> None
     write_image(np.concatenate(tiles, axis=1), out)
 
 
-def eval_command(
-    root: Path = typer.Argument(..., help="Folder with train/ and test/ images, landmarks and masks."),
-    metric: Metric = typer.Option(Metric.all, "--metric", "-m", help="mae, iou or all."),
-    k: options.K = None,
-    preset: options.Preset = None,
-    checkpoint: options.Checkpoint = None,
-    fit_landmarks: Optional[Path] = typer.Option(None, "--fit-landmarks", help="Landmarks of train/ (default: found in ROOT)."),
-    test_landmarks: Optional[Path] = typer.Option(None, "--test-landmarks", help="Landmarks of test/."),
-    masks: Optional[Path] = typer.Option(None, "--masks", help="Foreground masks of test/ (default ROOT/masks/test)."),
-    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Read the authors' pickled landmark tables."),
-    crop: bool = typer.Option(False, "--crop", help="Detect and crop faces first (evaluation images are crops already)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
-    plot_path: Optional[Path] = typer.Option(None, "--plot", help="Write predicted vs true landmarks on test images."),
-    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per batch."),
-    device: options.Device = "auto",
-    precision: options.PrecisionOption = options.Precision.fp32,
-) -> None:
-    console = Console(stderr=True, highlight=False)
+def evaluate(
+    root: Path,
+    model: ModelChoice = ModelChoice(),
+    *,
+    metric: str = "all",
+    fit_landmarks: Optional[Path] = None,
+    test_landmarks: Optional[Path] = None,
+    masks: Optional[Path] = None,
+    trust_pickle: bool = False,
+    crop: bool = False,
+    plot_path: Optional[Path] = None,
+    batch_size: int = 16,
+    device: str = "auto",
+    precision: str = "fp32",
+    progress: Optional[Progress] = None,
+    notice: Callable[[str], None] = lambda text: None,
+) -> dict:
+    """Score ``model`` on ``root`` (``train/`` fit images, ``test/`` held-out images, their
+    landmarks and ``masks/test/``); returns the results as plain data: ``mae`` (``sum``, the
+    paper's figure, and ``mean`` per coordinate), ``iou`` and the image counts."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise CopartError(f"Evaluation folder {root} does not exist.")
-    want_mae, want_iou = metric in (Metric.mae, Metric.all), metric in (Metric.iou, Metric.all)
-    test_files = evaluation.images_of(root / "test")
-    fit_files = evaluation.images_of(root / "train") if want_mae else []
+    if metric not in METRICS:
+        raise CopartError(f"Unknown metric '{metric}'; choose one of {', '.join(METRICS)}.")
+    want_mae, want_iou = metric in ("mae", "all"), metric in ("iou", "all")
+    test_files = formats.images_of(root / "test")
+    fit_files = formats.images_of(root / "train") if want_mae else []
     test_names = [f.name for f in test_files]
     device = pick_device(device)  # before face-alignment, which takes no "auto"
     if want_mae:
@@ -136,17 +123,19 @@ def eval_command(
             for split, files, given in (("train", fit_files, fit_landmarks), ("test", test_files, test_landmarks))
         )
     if want_iou:
-        truth_masks = evaluation.read_masks(Path(masks) if masks else root / "masks" / "test", test_names)
+        truth_masks = formats.read_masks(Path(masks) if masks else root / "masks" / "test", test_names)
     if plot_path is not None and plot_path.suffix.lower() != ".png":
         raise CopartError(f"--plot {plot_path} must be a .png file.")
 
-    loaded = resolve_model(k, preset, checkpoint, device)
-    detector = make_detector("auto", device, []) if crop else None
-    scorer = Scorer(loaded.model, device, precision.value, detector)
-    with progress_bar(console, "images") as bar:
-        task = bar.add_task("eval", total=len(fit_files) + len(test_files), rate="-")
-        fit_centres = scorer.run(fit_files, batch_size, False, bar, task)[0] if want_mae else None
-        test_centres, test_fg = scorer.run(test_files, batch_size, want_iou or plot_path is not None, bar, task)
+    loaded = model.load(device)
+    notices: list[str] = []
+    detector = make_detector("auto", device, notices) if crop else None
+    for text in notices:
+        notice(text)
+    scorer = Scorer(loaded.model, device, precision, detector)
+    total = len(fit_files) + len(test_files)
+    fit_centres = scorer.run(fit_files, batch_size, False, progress, total)[0] if want_mae else None
+    test_centres, test_fg = scorer.run(test_files, batch_size, want_iou or plot_path is not None, progress, total)
     results: dict = {"root": str(root), "num_segments": loaded.model.num_segments, "fit_images": len(fit_files),
                      "test_images": len(test_files)}
     predicted = None
@@ -165,25 +154,11 @@ def eval_command(
         plot(test_files, test_lm if want_mae else np.zeros((len(test_files), 0, 2)),
              predicted if predicted is not None else np.zeros((len(test_files), 0, 2)), test_fg, plot_path)
         results["plot"] = str(plot_path)
-    if as_json:
-        typer.echo(json.dumps(results, indent=2))
-        return
-    table = Table(title=f"copart eval: {root} (K = {results['num_segments']})", title_justify="left")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    if "mae" in results:
-        table.add_row("landmark MAE, sum over coordinates (paper's Table 1)", f"{results['mae']['sum']:.2f}")
-        table.add_row("landmark MAE, mean per coordinate (pixels)", f"{results['mae']['mean']:.3f}")
-    if "iou" in results:
-        table.add_row("foreground IoU (mean over images)", f"{results['iou']['iou_mean']:.4f}")
-    table.add_row("images (fit / held-out)", f"{len(fit_files)} / {len(test_files)}")
-    Console(highlight=False).print(table)
-    if plot_path is not None:
-        typer.echo(f"Plot -> {plot_path}")
+    return results
 
 
 def _landmarks(root, split, files, given, trust_pickle, device) -> np.ndarray:
-    path = evaluation.find_landmarks(root, split, given)
+    path = formats.find_landmarks(root, split, given)
     if path is None:
-        return evaluation.face_alignment_landmarks(files, root / f"{split}_landmarks.npz", device)
-    return evaluation.read_landmarks(path, [f.name for f in files], trust_pickle)
+        return formats.face_alignment_landmarks(files, root / f"{split}_landmarks.npz", device)
+    return formats.read_landmarks(path, [f.name for f in files], trust_pickle)

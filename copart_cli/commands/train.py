@@ -1,38 +1,28 @@
-"""``copart train``: self-supervised training from a folder of videos; ``copart synthetic``."""
+"""``copart train``: self-supervised training from a folder of videos."""
 
 from __future__ import annotations
 
-import copy
+import os
 from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
-import presets
-from models.config import VARIANTS, apply_variant
-from models.errors import CopartError
+from copart import ui
+from copart.models.config import VARIANTS
+from copart.models.errors import CopartError
 
 from . import options
-from .loading import pick_device
 
 HELP = "Train the part segmentation and reconstruction from unlabelled videos (self-supervised)."
 EPILOG = (
     "Examples:\n\n"
     "  copart train --preset vox-256-sem-10segments --data data/vox --out runs/vox10\n\n"
-    "  copart train --preset cpu-64-sem-5segments --data demo/videos --out runs/demo --steps 300\n\n"
+    "  copart train --preset cpu-64-sem-5segments --data demo/data --out runs/demo --steps 300\n\n"
     "  copart train --resume runs/vox10\n\n"
-    "  torchrun --nproc_per_node 4 -m copart_cli train --preset taichi-256-sem --data data/taichi --out runs/t"
+    "  torchrun --nproc_per_node 4 -m copart train --preset taichi-256-sem --data data/taichi --out runs/t"
 )
-SYNTHETIC_HELP = "Write synthetic articulated-motion videos with ground-truth parts, landmarks and foreground."
 
 Variant = Enum("Variant", {name.replace("-", "_"): name for name in VARIANTS}, type=str)
 
@@ -64,10 +54,12 @@ def train(
     device: options.Device = "auto",
     precision: options.PrecisionOption = options.Precision.fp32,
 ) -> None:
-    from .training import TrainSettings, prepare_run_folder
-    from .training import train as run_training
+    from copart.loading import pick_device
+    from copart.training.loop import TrainSettings, new_run_config, prepare_run_folder
+    from copart.training.loop import train as run_training
 
-    console = Console(stderr=True, highlight=False)
+    console = ui.console()
+    rank = int(os.environ.get("RANK", "0"))
     device = pick_device(device)
     overrides = None
     if resume is not None:
@@ -82,73 +74,25 @@ def train(
         # Only what the user gave changes the run (None: keep the stored value).
         overrides = {"steps": steps, "workers": workers, "checkpoint_every": checkpoint_every, "vis_every": vis_every}
         out = resume
-        prepare_run_folder(out, True, False, _rank())
+        prepare_run_folder(out, True, False, rank)
         config, label, settings = {}, str(resume), None
     else:
         if preset is None or data is None or out is None:
             raise CopartError("copart train needs --preset, --data and --out (or --resume RUN).")
-        if not Path(data).is_dir():
-            raise CopartError(f"Data folder {data} does not exist." if not Path(data).exists()
-                              else f"Data folder {data} is not a folder.")
-        config, label = copy.deepcopy(presets.load(preset)), presets.label(preset)
-        if variant is not None:
-            config = apply_variant(config, variant.value)
-        train_params = config.setdefault("train_params", {})
-        if epochs is not None:
-            train_params["num_epochs"] = epochs
-        if repeats is not None:
-            train_params["num_repeats"] = repeats
-        if loss is not None:
-            train_params["loss"] = loss.value
-        prepare_run_folder(out, False, force, _rank())
+        config, label = new_run_config(preset, data, variant.value if variant else None, epochs, repeats,
+                                       loss.value if loss else None)
+        prepare_run_folder(out, False, force, rank)
         given = {"workers": workers, "checkpoint_every": checkpoint_every, "vis_every": vis_every}
         settings = TrainSettings(  # options not given keep TrainSettings' defaults
             data=str(Path(data).resolve()), steps=steps,
-            batch_size=batch_size or int(train_params.get("batch_size", 16)), seed=seed,
+            batch_size=batch_size or int(config["train_params"].get("batch_size", 16)), seed=seed,
             precision=precision.value, loss=loss.value if loss else None,
             **{name: value for name, value in given.items() if value is not None},
         )
-    progress = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("step {task.completed}/{task.total}"),
-                        TextColumn("{task.fields[losses]}"), TextColumn("{task.fields[rate]} pairs/s"),
-                        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
-                        disable=_rank() != 0)
-    task = None
-
-    def on_step(step, total, losses, rate):
-        nonlocal task
-        if task is None:
-            task = progress.add_task("train", total=total, completed=step - 1, losses="", rate="-")
-        short = {"equivariance_shift": "shift", "equivariance_affine": "affine", "total": "total"}
-        shown = " ".join(f"{short.get(k, 'rec')} {v:.3f}" for k, v in losses.items())
-        progress.update(task, completed=step, losses=shown, rate=f"{rate:.1f}")
-
-    with progress:
+    with ui.TrainingProgress(console, disable=rank != 0) as progress:
         report = run_training(config, out, settings or TrainSettings(data="", steps=0, batch_size=1), None if resume
-                              else init, resume is not None, device, label, on_step,
-                              lambda m: console.print(f"[yellow]Warning:[/] {m}."), overrides)
+                              else init, resume is not None, device, label, progress, ui.warning(console), overrides)
     for note in report.notes:
         console.print(f"Note: {note}.")
-    if _rank() == 0:
+    if rank == 0:
         typer.echo(f"Trained to step {report.step} ({report.pairs_per_second:.1f} pairs/s) -> {Path(out) / 'checkpoint.pth'}")
-
-
-def _rank() -> int:
-    import os
-
-    return int(os.environ.get("RANK", "0"))
-
-
-def synthetic(
-    out: Path = typer.Argument(..., help="Folder to write train/, test/ and groundtruth/ into."),
-    videos: int = typer.Option(12, "--videos", min=2, help="Number of clips (the last --test are held out)."),
-    test: int = typer.Option(3, "--test", min=1, help="Clips in test/."),
-    frames: int = typer.Option(48, "--frames", min=2, help="Frames per clip."),
-    size: int = typer.Option(64, "--size", min=16, help="Frame side in pixels."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the figures and motions."),
-) -> None:
-    from .synthetic import generate
-
-    if test >= videos:
-        raise CopartError(f"--test ({test}) must be smaller than --videos ({videos}).")
-    result = generate(out, videos, frames, size, test, seed)
-    typer.echo(f"{result['videos']} synthetic clips ({result['written']} new) in {out}")

@@ -10,10 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from models.checkpoint import checkpoint_dict, save_atomic, validate_part_names
-from models.errors import CopartError
-
-from .loading import resolve_model
+from copart.models.errors import CopartError
 
 HELP = "List the part numbers and names of a checkpoint, or write a copy with parts named."
 EPILOG = (
@@ -55,11 +52,12 @@ def parts(
         raise CopartError("Give either -o FILE or --in-place, not both.")
     if not name and (output is not None or in_place):
         raise CopartError("-o and --in-place write names; give at least one --name NAME=channels.")
+    from copart.loading import resolve_model, with_part_names
+    from copart.models.checkpoint import save_atomic
+
     loaded = resolve_model(None, preset, checkpoint, "cpu")
     k = loaded.model.num_segments
     if name:
-        names = dict(loaded.part_names)
-        names.update(validate_part_names(parse_names(name), k, "--name"))
         if in_place:
             target = Path(checkpoint)
         else:
@@ -70,13 +68,10 @@ def parts(
                 raise CopartError(f"Output {target} already exists; pass --force to replace it.")
             if not target.parent.is_dir():
                 raise CopartError(f"Output folder {target.parent} does not exist.")
-        config = {**loaded.config, "part_names": names}  # what a resumed run saves again
-        if loaded.layout == "copart":  # everything else stays, training state included
-            data = {**loaded.checkpoint, "config": config, "part_names": names}
-        else:
-            data = checkpoint_dict(loaded.model, config, names, step=loaded.step or 0)
+        data = with_part_names(loaded, parse_names(name), "--name")
         save_atomic(data, target)
-        typer.echo(f"Wrote {target} with part names: " + ", ".join(f"{n}={','.join(map(str, c))}" for n, c in names.items()))
+        typer.echo(f"Wrote {target} with part names: "
+                   + ", ".join(f"{n}={','.join(map(str, c))}" for n, c in data["part_names"].items()))
         return
     rows = []
     for channel in range(k + 1):

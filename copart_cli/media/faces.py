@@ -19,7 +19,7 @@ from typing import Iterable, Iterator, Optional
 import cv2
 import numpy as np
 
-from models.errors import CopartError
+from copart.models.errors import CopartError
 
 S3FD_URL = "https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth"
 # Face tracking: detections are averaged over TRACK_WINDOW frames either side, and a box is
@@ -74,8 +74,8 @@ class S3FDDetector:
     name = "face-alignment S3FD"
 
     def __init__(self, device: str = "cpu", max_side: int = 640):
-        from face_alignment.detection.sfd.sfd_detector import SFDDetector
         import torch
+        from face_alignment.detection.sfd.sfd_detector import SFDDetector
 
         cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(S3FD_URL).name
         if not cached.is_file():

@@ -9,6 +9,7 @@ latest checkpoint with the same step, optimizer, RNG and data order.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import shutil
@@ -24,15 +25,21 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader
 
-from models.checkpoint import checkpoint_dict, load_init, read_checkpoint, save_atomic
-from models.config import ModelConfig
-from models.errors import CopartError
-from models.losses import Objective
-from models.model import CoPartModel
+from copart import presets
+from copart.media import render
+from copart.media.write import write_image
+from copart.models.checkpoint import (
+    checkpoint_dict,
+    load_init,
+    read_checkpoint,
+    save_atomic,
+)
+from copart.models.config import ModelConfig, apply_variant
+from copart.models.errors import CopartError
+from copart.models.losses import Objective
+from copart.models.model import CoPartModel
 
-from . import render
 from .data import PairDataset, StepSampler, discover, epochs_to_steps
-from .video import write_image
 
 
 @dataclass
@@ -72,6 +79,27 @@ class TrainingModel(nn.Module):
 def _distributed() -> tuple[int, int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def new_run_config(preset: str, data, variant: Optional[str] = None, epochs: Optional[int] = None,
+                   repeats: Optional[int] = None, loss: Optional[str] = None) -> tuple[dict, str]:
+    """The configuration of a new run (a copy of the preset with these overrides) and its label;
+    the data folder is checked first."""
+    data = Path(data)
+    if not data.is_dir():
+        raise CopartError(f"Data folder {data} does not exist." if not data.exists()
+                          else f"Data folder {data} is not a folder.")
+    config, label = copy.deepcopy(presets.load(preset)), presets.label(preset)
+    if variant is not None:
+        config = apply_variant(config, variant)
+    train_params = config.setdefault("train_params", {})
+    if epochs is not None:
+        train_params["num_epochs"] = epochs
+    if repeats is not None:
+        train_params["num_repeats"] = repeats
+    if loss is not None:
+        train_params["loss"] = loss
+    return config, label
 
 
 def prepare_run_folder(out: Path, resume: bool, force: bool, rank: int) -> None:

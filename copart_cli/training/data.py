@@ -18,9 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from models.errors import CopartError, first_line
-
-from .video import IMAGE_SUFFIXES, _natural_key, is_image, read_image
+from copart.media.read import IMAGE_SUFFIXES, is_image, natural_key, read_image
+from copart.models.errors import CopartError, first_line
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".webm", ".gif", ".avi", ".mkv", ".m4v", ".mpg", ".mpeg", ".ts", ".flv"}
 
@@ -45,7 +44,7 @@ def _identity(path: Path) -> str:
 def probe_clip(path: Path, frame_width: int) -> Clip:
     """What a training entry is and how many frames it has; raises ValueError if unusable."""
     if path.is_dir():
-        files = tuple(str(p) for p in sorted((p for p in path.iterdir() if is_image(p)), key=_natural_key))
+        files = tuple(str(p) for p in sorted((p for p in path.iterdir() if is_image(p)), key=natural_key))
         return Clip(str(path), "folder", len(files), _identity(path), files=files)
     if is_image(path):
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -80,9 +79,9 @@ def discover(root: Path, split: str, frame_width: int, seed: int = 0) -> tuple[l
         raise CopartError(f"Data folder {root} is not a folder.")
     if (root / "train").is_dir():
         folder = root / split if (root / split).is_dir() else None
-        entries = sorted(folder.iterdir(), key=_natural_key) if folder else []
+        entries = sorted(folder.iterdir(), key=natural_key) if folder else []
     else:
-        entries = sorted(root.iterdir(), key=_natural_key)
+        entries = sorted(root.iterdir(), key=natural_key)
         entries = [e for e in entries if not e.name.startswith(".")]
         order = np.random.default_rng(seed).permutation(len(entries))
         test_count = max(1, round(0.2 * len(entries))) if len(entries) >= 5 else 0

@@ -1,0 +1,70 @@
+"""``copart segment``: the parts of every frame, as a video, masks and a legend."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from copart import ui
+
+from . import options
+
+HELP = "Paint the parts of every frame in their own colours, with a numbered legend, masks and label images."
+EPILOG = (
+    "Examples:\n\n"
+    "  copart segment video.mp4 --k 10\n\n"
+    "  copart segment video.mp4 --style side-by-side --hard --masks parts.npz --png-dir labels/\n\n"
+    "  copart segment frames/ --checkpoint run/checkpoint.pth --no-crop\n\n"
+    "The legend numbers the colours with the numbers --parts takes in copart swap."
+)
+
+
+class Style(str, Enum):
+    overlay = "overlay"
+    mask = "mask"
+    side_by_side = "side-by-side"
+
+
+def segment(
+    target: Path = typer.Argument(..., help="Video (any format PyAV reads), GIF, image or folder of frames."),
+    k: options.K = None,
+    preset: options.Preset = None,
+    checkpoint: options.Checkpoint = None,
+    style: Style = typer.Option(Style.overlay, "--style", help="overlay, mask or side-by-side."),
+    hard: bool = typer.Option(False, "--hard/--soft", help="Colour by the most likely part (hard) or mix (soft)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Video (default: TARGET.parts.mp4 beside it)."),
+    masks: Optional[Path] = typer.Option(None, "--masks", help="Also write part maps, anchors, matrices to this .npz."),
+    png_dir: Optional[Path] = typer.Option(None, "--png-dir", help="Also write one label PNG per frame here."),
+    smooth: int = typer.Option(0, "--smooth", min=0, help="Average the part maps over N frames (0: off)."),
+    force: options.Force = False,
+    no_crop: options.NoCrop = False,
+    start: options.Start = None,
+    end: options.End = None,
+    max_frames: options.MaxFrames = None,
+    fps: float = typer.Option(25.0, "--fps", min=0.001, help="Frame rate of a folder of frames."),
+    device: options.Device = "auto",
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Frames per model batch."),
+    precision: options.PrecisionOption = options.Precision.fp32,
+    crf: options.Crf = 18,
+    detector: options.DetectorOption = options.Detector.auto,
+    margin: options.Margin = 0.3,
+) -> None:
+    from copart.editing.segment import segment as run
+    from copart.loading import ModelChoice
+
+    console = ui.console()
+    with ui.CountProgress(console, "segment") as progress:
+        result = run(target, ModelChoice(k, preset, checkpoint), style=style.value, hard=hard, output=output,
+                     masks=masks, png_dir=png_dir, smooth=smooth, force=force, no_crop=no_crop, start=start, end=end,
+                     max_frames=max_frames, fps=fps, device=device, batch_size=batch_size,
+                     precision=precision.value, crf=crf, detector=detector.value, margin=margin,
+                     progress=progress, notice=ui.notice(console))
+    stats = result.stats
+    summary = f"Segmented {stats.frames} frame{'s' if stats.frames != 1 else ''}, {stats.seconds:.1f} s, " \
+              f"{stats.frames / max(stats.seconds, 1e-9):.2f} frames/s"
+    if stats.passed_through:
+        summary += f", {stats.passed_through} without a face"
+    typer.echo(f"{summary} -> {', '.join(map(str, result.written))}")

@@ -1,0 +1,67 @@
+"""``copart swap``: give the person in every frame of a video the chosen parts of a face."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from copart import ui
+
+from . import options
+
+HELP = "Swap parts (hair, beard, lips, eyes, or channel numbers) of the face in SOURCE into every frame of TARGET."
+EPILOG = (
+    "Examples:\n\n"
+    "  copart swap --parts hair target.mp4 face.jpg\n\n"
+    "  copart swap --k 10 --parts lips,eyes --hard target.mp4 face.jpg -o out.mp4\n\n"
+    "  copart swap --checkpoint run/checkpoint.pth --parts 2 clip.mp4 other.mp4 --source-frame 30\n\n"
+    "Published checkpoints are looked up in $COPART_HOME (default ~/.cache/copart) under the authors' "
+    "file names (vox-5segments.pth.tar, ...)."
+)
+
+
+def swap(
+    target: Path = typer.Argument(..., help="Video (any format PyAV reads), GIF or image to edit."),
+    source: Path = typer.Argument(..., help="Image (or video, with --source-frame) whose parts are taken."),
+    parts: List[str] = typer.Option(
+        ..., "--parts", "-p", help="Part names or channel numbers (0 = background, 1..K), comma-separated."
+    ),
+    k: options.K = None,
+    preset: options.Preset = None,
+    checkpoint: options.Checkpoint = None,
+    hard: bool = typer.Option(False, "--hard", help="Hard part mask (threshold 0.5) instead of soft."),
+    source_mask: bool = typer.Option(False, "--source-mask", help="Take the mask from the source, warped to the target."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Result (default: TARGET.swap.mp4 beside it)."),
+    force: options.Force = False,
+    no_crop: options.NoCrop = False,
+    source_frame: int = typer.Option(0, "--source-frame", min=0, help="Frame of a video SOURCE to use."),
+    start: options.Start = None,
+    end: options.End = None,
+    max_frames: options.MaxFrames = None,
+    device: options.Device = "auto",
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Frames per model batch."),
+    precision: options.PrecisionOption = options.Precision.fp32,
+    crf: options.Crf = 18,
+    detector: options.DetectorOption = options.Detector.auto,
+    margin: options.Margin = 0.3,
+) -> None:
+    from copart.editing.swap import swap as run
+    from copart.loading import ModelChoice
+
+    console = ui.console()
+    with ui.CountProgress(console, "swap") as progress:
+        result = run(target, source, parts, ModelChoice(k, preset, checkpoint), output=output, force=force, hard=hard,
+                     source_mask=source_mask, no_crop=no_crop, source_frame=source_frame, start=start, end=end,
+                     max_frames=max_frames, device=device, batch_size=batch_size, precision=precision.value,
+                     crf=crf, detector=detector.value, margin=margin, progress=progress,
+                     notice=ui.notice(console))
+    stats = result.stats
+    summary = (
+        f"{stats.frames} frame{'s' if stats.frames != 1 else ''}, {stats.seconds:.1f} s, "
+        f"{stats.frames / max(stats.seconds, 1e-9):.2f} frames/s"
+    )
+    if stats.passed_through:
+        summary += f", {stats.passed_through} without a face passed through unchanged"
+    typer.echo(f"Swapped {summary} -> {result.output}")

@@ -1,0 +1,28 @@
+"""``copart synthetic``: videos of moving figures with ground truth, for tests, benchmarks and the demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from copart.models.errors import CopartError
+
+HELP = "Write synthetic articulated-motion videos with ground-truth parts, landmarks and foreground."
+EPILOG = "Example:\n\n  copart synthetic demo/data --videos 12 --frames 48"
+
+
+def synthetic(
+    out: Path = typer.Argument(..., help="Folder to write train/, test/ and groundtruth/ into."),
+    videos: int = typer.Option(12, "--videos", min=2, help="Number of clips (the last --test are held out)."),
+    test: int = typer.Option(3, "--test", min=1, help="Clips in test/."),
+    frames: int = typer.Option(48, "--frames", min=2, help="Frames per clip."),
+    size: int = typer.Option(64, "--size", min=16, help="Frame side in pixels."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the figures and motions."),
+) -> None:
+    from copart.training.synthetic import generate
+
+    if test >= videos:
+        raise CopartError(f"--test ({test}) must be smaller than --videos ({videos}).")
+    result = generate(out, videos, frames, size, test, seed)
+    typer.echo(f"{result['videos']} synthetic clips ({result['written']} new) in {out}")

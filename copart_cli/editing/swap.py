@@ -1,0 +1,116 @@
+"""Part swap of a video or image: the chosen parts of a source face in every frame of a target."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from copart.inference import PartSwapper
+from copart.loading import ModelChoice, parse_parts, pick_device
+from copart.media import read, write
+from copart.media.faces import best_face, face_to_box, make_track
+from copart.media.pipeline import (
+    WHOLE,
+    Progress,
+    Stats,
+    batched_apply,
+    process_still,
+    put,
+    regions,
+    stream_video,
+    take,
+)
+from copart.models.errors import CopartError
+
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov"}
+
+
+@dataclass
+class SwapResult:
+    output: Path
+    stats: Stats
+
+
+def output_path(target: Path, source: Path, output: Optional[Path], force: bool, still: bool) -> Path:
+    """Where the result goes: never an input, an existing file only with ``force``."""
+    if output is None:
+        output = target.with_name(f"{target.stem}.swap{'.png' if still else '.mp4'}")
+    output = Path(output).expanduser()
+    allowed = read.IMAGE_SUFFIXES if still else VIDEO_SUFFIXES
+    if output.suffix.lower() not in allowed:
+        kind = "an image" if still else "an MP4 video"
+        raise CopartError(f"Output {output} must be {kind} ({', '.join(sorted(allowed))}).")
+    write.check_output(output, force, (target, source))
+    return output
+
+
+def source_image(path: Path, frame: int):
+    """The source face: an image, or frame ``frame`` of a video."""
+    if read.is_image(path):
+        if frame:
+            raise CopartError(f"--source-frame applies to a video source; {path} is an image.")
+        return read.read_image(path, "Source")
+    with read.MediaReader(path, "Source") as reader:
+        return reader.frame_at(frame)
+
+
+def swap(
+    target: Path,
+    source: Path,
+    parts: Sequence[str],
+    model: ModelChoice = ModelChoice(),
+    *,
+    output: Optional[Path] = None,
+    force: bool = False,
+    hard: bool = False,
+    source_mask: bool = False,
+    no_crop: bool = False,
+    source_frame: int = 0,
+    start: Optional[float] = None,
+    end: Optional[float] = None,
+    max_frames: Optional[int] = None,
+    device: str = "auto",
+    batch_size: int = 4,
+    precision: str = "fp32",
+    crf: int = 18,
+    detector: str = "auto",
+    margin: float = 0.3,
+    progress: Optional[Progress] = None,
+    notice: Callable[[str], None] = lambda text: None,
+) -> SwapResult:
+    """Swap ``parts`` (names or channel numbers) of the face in ``source`` into every frame of
+    ``target``; a video gives an MP4 with the target's timing and sound, an image an image."""
+    reader = read.MediaReader(target, "Target", start=start, end=end, max_frames=max_frames)
+    try:
+        out_path = output_path(target, source, output, force, reader.still)
+        face = source_image(source, source_frame)
+        device = pick_device(device)
+        loaded = model.load(device)
+        channels = parse_parts(parts, loaded.part_names, loaded.model.num_segments)
+        size = loaded.model.config.image_size[0]
+        notices: list[str] = []
+        track = None
+        if not no_crop:
+            track = make_track(detector, device, margin, reader.fps, notices)
+            found = best_face(track.detector.detect(face))
+            if found is None:
+                raise CopartError(f"No face found in source {source}; use --no-crop to use the whole image.")
+            face = take(face, face_to_box(found, margin), size)
+        else:
+            face = take(face, WHOLE, size)
+        for text in notices:
+            notice(text)
+        swapper = PartSwapper(loaded.model, face, channels, device, precision, hard, source_mask)
+
+        def outputs(frames):
+            for f, region, patch in batched_apply(regions(frames, track), size, batch_size, swapper):
+                yield f, (put(f.image, patch, region) if patch is not None else f.image), patch is not None
+
+        if reader.still:
+            stats = process_still(reader, out_path, outputs)
+        else:
+            stats = stream_video(reader, out_path, outputs, crf, progress, notice)
+    finally:
+        reader.close()
+    return SwapResult(out_path, stats)

@@ -1,0 +1,2 @@
+"""Media in and out: reading (``read``), faces (``faces``), the frame pipeline (``pipeline``),
+writing (``write``), part-map pictures (``render``) and streamed mask files (``masks``)."""

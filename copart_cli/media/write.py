@@ -1,0 +1,179 @@
+"""Writing media: images and H.264 MP4 video (PyAV) with the input's timestamps and its audio
+packets copied unchanged. Every output goes to a temporary file beside its final name and is
+renamed only when complete (:func:`atomic_path`)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+from typing import Optional
+
+import av
+import cv2
+import numpy as np
+
+from copart.models.errors import CopartError
+
+
+def write_image(image: np.ndarray, path, atomic: bool = True) -> None:
+    """Write an RGB (or single-channel) uint8 image, format from the suffix; atomically unless
+    ``atomic`` is False (a file inside a temporary folder)."""
+    path = Path(path)
+    pixels = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, data = cv2.imencode(path.suffix or ".png", pixels)
+    if not ok:
+        raise CopartError(f"Cannot encode an image as {path.suffix} for {path}.")
+    if not atomic:
+        data.tofile(str(path))
+        return
+    with atomic_path(path) as tmp:
+        data.tofile(str(tmp))
+
+
+def check_output(path: Path, force: bool, inputs) -> None:
+    """An output may not be an input, may replace a file only with ``force``, and needs its folder."""
+    for given in inputs:
+        if path.exists() and Path(given).exists() and path.resolve() == Path(given).resolve():
+            raise CopartError(f"Output {path} is an input file; copart never overwrites its inputs.")
+    if path.exists() and not force:
+        raise CopartError(f"Output {path} already exists; pass --force to replace it.")
+    if not path.parent.is_dir():
+        raise CopartError(f"Output folder {path.parent} does not exist.")
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path):
+    """Yield a temporary path beside ``final``; rename it to ``final`` only if the block
+    completes. On any error or Ctrl-C the temporary file is removed."""
+    final = Path(final)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".part{final.suffix}", dir=final.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 would make outputs private
+    try:
+        yield Path(tmp)
+        os.replace(tmp, final)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class VideoWriter:
+    """Writes H.264 (yuv420p) MP4 with given timestamps, and copies audio packets.
+
+    Frames of odd width or height are padded by one edge pixel (4:2:0 needs even sizes).
+    The file appears under its final name only after :meth:`close` succeeds.
+    """
+
+    def __init__(
+        self,
+        path,
+        width: int,
+        height: int,
+        fps: Optional[Fraction],
+        time_base: Optional[Fraction],
+        audio_streams=(),
+        crf: int = 18,
+        preset: str = "medium",
+    ):
+        self.path = Path(path)
+        self._atomic = atomic_path(self.path)
+        self.tmp = self._atomic.__enter__()
+        self.width, self.height = width + width % 2, height + height % 2
+        self.fps = Fraction(fps) if fps else Fraction(25)
+        self.time_base = Fraction(time_base) if time_base else 1 / self.fps
+        try:
+            self.container = av.open(str(self.tmp), mode="w", format="mp4")
+            self.stream = self.container.add_stream("libx264", rate=self.fps)
+            self.stream.width, self.stream.height = self.width, self.height
+            self.stream.pix_fmt = "yuv420p"
+            self.stream.time_base = self.time_base
+            self.stream.codec_context.time_base = self.time_base
+            # tune=psnr (no adaptive quantisation, no psycho-visual tweaks) and no macroblock
+            # tree: each region's quantiser then depends on its own pixels, not on what changed
+            # elsewhere, so a swap leaves the rest of the frame as a plain re-encode would.
+            self.stream.options = {"crf": str(int(crf)), "preset": preset, "tune": "psnr", "x264-params": "mbtree=0"}
+            self.audio = {}
+            self.notices: list[str] = []
+            for s in audio_streams:
+                try:
+                    self.audio[s.index] = self.container.add_stream_from_template(s)
+                except (ValueError, av.error.FFmpegError):
+                    self.notices.append(
+                        f"the audio stream ({s.codec_context.name}) cannot be copied into MP4 and is left out"
+                    )
+        except BaseException:
+            self._abort()
+            raise
+        self.frames = 0
+        self._last_pts = None
+
+    def write(self, image: np.ndarray, pts: Optional[int] = None) -> None:
+        """Encode an RGB uint8 frame; ``pts`` in the writer's time base (None: frame count)."""
+        if image.shape[0] != self.height or image.shape[1] != self.width:
+            image = np.pad(
+                image, ((0, self.height - image.shape[0]), (0, self.width - image.shape[1]), (0, 0)), mode="edge"
+            )
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        if pts is None:
+            pts = int(round(self.frames / (self.fps * self.time_base)))
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1  # encoders need strictly increasing timestamps
+        frame.pts = pts
+        frame.time_base = self.time_base
+        self._last_pts = pts
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+        self.frames += 1
+
+    def write_audio(self, packet, offset: float = 0.0) -> None:
+        """Mux an input audio packet unchanged, its timestamps moved back by ``offset``
+        seconds (the time of the first kept video frame) and rescaled by the muxer."""
+        out = self.audio.get(packet.stream.index)
+        if out is None:
+            return
+        if offset:
+            shift = int(round(offset / packet.time_base))
+            packet.pts -= shift
+            packet.dts -= shift
+        packet.stream = out
+        self.container.mux(packet)
+
+    def close(self) -> Path:
+        """Flush, close and move the file to its final name."""
+        try:
+            for packet in self.stream.encode(None):
+                self.container.mux(packet)
+            self.container.close()
+        except BaseException:
+            self._abort()
+            raise
+        self._atomic.__exit__(None, None, None)
+        return self.path
+
+    def _abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self.container.close()
+        with contextlib.suppress(Exception):
+            self._atomic.__exit__(RuntimeError, RuntimeError("aborted"), None)
+        if self.tmp.exists():
+            self.tmp.unlink()
+
+    def abort(self) -> None:
+        """Give up: close and delete the temporary file; nothing appears under the final name."""
+        self._abort()
+
+
+
+def write_atomic_text(path, text: str) -> None:
+    """Write a small text file (JSON, YAML) atomically."""
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text(text)

@@ -1,0 +1,1 @@
+"""Training: data (``data``), the loop (``loop``) and copart's synthetic clips (``synthetic``)."""

@@ -1,0 +1,94 @@
+"""What the commands show on a terminal: progress bars and notices (rich). Only commands
+import this; the jobs below them report through plain callables."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+
+def console() -> Console:
+    """stderr, for progress and notices (stdout stays for results)."""
+    return Console(stderr=True, highlight=False)
+
+
+def notice(out: Console):
+    """A ``notice(text)`` callable that prints ``Notice: text.``"""
+    return lambda text: out.print(f"[yellow]Notice:[/] {escape(text)}.")
+
+
+def warning(out: Console):
+    """A ``warn(text)`` callable that prints ``Warning: text.``"""
+    return lambda text: out.print(f"[yellow]Warning:[/] {escape(text)}.")
+
+
+class CountProgress:
+    """A progress bar for a count of items (frames, images): done, items/s, time left.
+
+    Use as a context manager; calling it with ``(done, total)`` updates the bar.
+    """
+
+    def __init__(self, out: Console, description: str, unit: str = "frames"):
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn(f"{{task.fields[rate]}} {unit}/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=out,
+            transient=False,
+        )
+        self.description = description
+        self.task = None
+
+    def __enter__(self) -> "CountProgress":
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+    def __call__(self, done: int, total: Optional[int] = None) -> None:
+        if self.task is None:
+            self.task = self.bar.add_task(self.description, total=total, rate="-")
+        task = self.bar.tasks[0]
+        rate = f"{done / task.elapsed:.2f}" if done and task.elapsed else "-"
+        self.bar.update(self.task, completed=done, total=total, rate=rate)
+
+
+class TrainingProgress:
+    """The training bar: step, losses, pairs/s, time left. Called as ``(step, total, losses, rate)``."""
+
+    SHORT = {"equivariance_shift": "shift", "equivariance_affine": "affine", "total": "total"}
+
+    def __init__(self, out: Console, disable: bool = False):
+        self.bar = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("step {task.completed}/{task.total}"),
+                            TextColumn("{task.fields[losses]}"), TextColumn("{task.fields[rate]} pairs/s"),
+                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=out,
+                            disable=disable)
+        self.task = None
+
+    def __enter__(self) -> "TrainingProgress":
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+    def __call__(self, step: int, total: int, losses: dict, rate: float) -> None:
+        if self.task is None:
+            self.task = self.bar.add_task("train", total=total, completed=step - 1, losses="", rate="-")
+        shown = " ".join(f"{self.SHORT.get(k, 'rec')} {v:.3f}" for k, v in losses.items())
+        self.bar.update(self.task, completed=step, losses=shown, rate=f"{rate:.1f}")
