@@ -27,7 +27,7 @@ from copart.evaluation import metrics
 from copart.media.read import MediaReader
 from copart.models import CoPartModel, ModelConfig
 from copart.models.checkpoint import load_model
-from copart.training.loop import TrainSettings, prepare_run_folder, train
+from copart.training.loop import TrainSettings, train
 from copart.training.synthetic import generate
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -80,10 +80,9 @@ def main() -> None:
 
     started = time.perf_counter()
     if not (run / "checkpoint.pth").exists():
-        prepare_run_folder(run, resume=False, force=True, rank=0)
         report = train(config, run, TrainSettings(data=str(data), steps=opts.steps, batch_size=16, workers=1,
                                                   checkpoint_every=250, vis_every=250, loss="pixel"),
-                       label="cpu-64-sem-5segments",
+                       label="cpu-64-sem-5segments", force=True,
                        on_step=lambda s, t, l, r: print(f"step {s}/{t} loss {l['total']:.3f} {r:.1f} pairs/s",
                                                         flush=True) if s % 50 == 0 else None)
         pairs_per_s = report.pairs_per_second

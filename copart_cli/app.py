@@ -3,6 +3,7 @@ with an exit code for every error a user meets."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import Optional
@@ -12,7 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from copart import __version__
-from copart.models.errors import CopartError
+from copart.models.errors import CopartError, Interrupted
+from copart.models.files import UNWRITABLE, unwritable
 
 app = typer.Typer(
     name="copart",
@@ -43,26 +45,47 @@ def _root(
     """Part-level video editing with Motion-supervised Co-Part Segmentation."""
 
 
-def _register() -> None:
-    from copart.commands import (
-        demo,
-        evaluate,
-        info,
-        parts,
-        segment,
-        swap,
-        synthetic,
-        train,
-    )
+class _Stopped(Exception):
+    """Ctrl-C inside a command, carried past Typer (which turns KeyboardInterrupt into a silent
+    exit 130) to :func:`main`, with the sentence that says what was kept."""
 
-    app.command("train", help=train.HELP, epilog=train.EPILOG)(train.train)
-    app.command("demo", help=demo.HELP, epilog=demo.EPILOG)(demo.demo)
-    app.command("segment", help=segment.HELP, epilog=segment.EPILOG)(segment.segment)
-    app.command("swap", help=swap.HELP, epilog=swap.EPILOG)(swap.swap)
-    app.command("eval", help=evaluate.HELP, epilog=evaluate.EPILOG)(evaluate.eval_command)
-    app.command("parts", help=parts.HELP, epilog=parts.EPILOG)(parts.parts)
-    app.command("info", help=info.HELP, epilog=info.EPILOG)(info.info)
-    app.command("synthetic", help=synthetic.HELP, epilog=synthetic.EPILOG)(synthetic.synthetic)
+
+# What an interrupted command says when the work below it did not say more itself.
+INTERRUPTED = {
+    "swap": "interrupted; nothing written",
+    "segment": "interrupted; nothing written",
+    "parts": "interrupted; nothing written",
+    "synthetic": "interrupted; the clips finished so far are kept, and running it again continues",
+    "train": "interrupted before training started; nothing saved",
+}
+
+
+def _interruptible(name: str, command):
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt as exc:
+            text = str(exc) if isinstance(exc, Interrupted) and str(exc) else INTERRUPTED.get(name, "interrupted")
+            raise _Stopped(text) from None
+
+    return run
+
+
+def _register() -> None:
+    from copart.commands import demo, evaluate, info, parts, segment, swap, synthetic, train
+
+    for name, module, function in (
+        ("train", train, train.train),
+        ("demo", demo, demo.demo),
+        ("segment", segment, segment.segment),
+        ("swap", swap, swap.swap),
+        ("eval", evaluate, evaluate.eval_command),
+        ("parts", parts, parts.parts),
+        ("info", info, info.info),
+        ("synthetic", synthetic, synthetic.synthetic),
+    ):
+        app.command(name, help=module.HELP, epilog=module.EPILOG)(_interruptible(name, function))
 
 
 _register()
@@ -90,12 +113,20 @@ def main(argv: Optional[list[str]] = None) -> None:
     except CopartError as exc:
         stderr.print(f"[bold red]Error:[/] {escape(message(exc))}", markup=True, highlight=False)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except _Stopped as exc:
+        text = str(exc)
+        stderr.print(f"{text[:1].upper()}{text[1:]}.", markup=False, highlight=False)
+        sys.exit(130)
+    except KeyboardInterrupt:  # outside any command (while loading one)
         stderr.print("Interrupted.")
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - never a traceback for users
         if os.environ.get("COPART_DEBUG"):
             raise
+        if isinstance(exc, OSError) and exc.errno in UNWRITABLE:  # the file system said no, after all checks
+            stderr.print(f"[bold red]Error:[/] {escape(str(unwritable(exc.filename or 'a file', exc)))}",
+                         markup=True, highlight=False)
+            sys.exit(2)
         stderr.print(
             f"[bold red]Error:[/] copart failed unexpectedly ({type(exc).__name__}: {escape(str(exc))}); "
             "run again with COPART_DEBUG=1 for the details and report it.",

@@ -26,7 +26,7 @@ from copart.evaluation.evaluate import evaluate
 from copart.loading import ModelChoice, pick_device
 from copart.media.pipeline import Progress
 from copart.media.read import MediaReader, probe, read_image
-from copart.media.write import write_atomic_text, write_image
+from copart.media.write import unwritable, write_atomic_text, write_image
 from copart.models.checkpoint import (
     checkpoint_dict,
     load_model,
@@ -34,6 +34,7 @@ from copart.models.checkpoint import (
     save_atomic,
 )
 from copart.models.errors import CopartError
+from copart.models.files import check_creatable
 from copart.training import loop
 from copart.training.synthetic import PART_NAMES, generate
 
@@ -108,9 +109,11 @@ SETTINGS = "demo.json"
 
 
 def _reuse_or_start_over(folder: Path, settings: dict, say: Callable[[str], None] = print) -> None:
-    """Reuse the data and run in ``folder``; start them over only when a record shows the demo
-    made them with other settings (then they are the demo's own to remove)."""
+    """Reuse the data and run in ``folder`` when the demo's record shows it made them with these
+    settings; start them over when it made them with others (they are its own to remove). A
+    ``data/`` or ``run/`` the demo did not record making is refused, never adopted."""
     record = folder / SETTINGS
+    made = [p for p in (folder / "data", folder / "run") if p.exists()]
     if record.exists():
         try:
             same = json.loads(record.read_text()) == settings
@@ -118,10 +121,12 @@ def _reuse_or_start_over(folder: Path, settings: dict, say: Callable[[str], None
             same = False
         if not same:
             say(f"    {folder} holds a demo made with other settings: starting it over")
-            for path in (folder / "data", folder / "run"):
-                if path.exists():
-                    shutil.rmtree(path)
-    record.write_text(json.dumps(settings, indent=2))
+            for path in made:
+                shutil.rmtree(path)
+    elif made:
+        raise CopartError(f"{folder} already holds {' and '.join(p.name + '/' for p in made)} that copart demo did "
+                          f"not make; give the demo a new folder.")
+    write_atomic_text(record, json.dumps(settings, indent=2))
 
 
 def run(folder: Path, steps: int = 800, quick: bool = False, report: Reporter = Reporter()) -> dict:
@@ -132,7 +137,11 @@ def run(folder: Path, steps: int = 800, quick: bool = False, report: Reporter = 
         raise CopartError(f"{folder} exists and is not a folder.")
     if quick:  # a folder of its own: a smoke test never mixes with (or replaces) a full run
         folder = folder / "quick"
-    folder.mkdir(parents=True, exist_ok=True)
+    check_creatable(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise unwritable(folder, exc) from None
     data, run_dir, pictures = folder / "data", folder / "run", folder / "pictures"
     steps = 12 if quick else steps
     sizes = {"videos": 6, "frames": 24, "test": 2, "batch_size": 8} if quick else \
@@ -166,11 +175,10 @@ def run(folder: Path, steps: int = 800, quick: bool = False, report: Reporter = 
             every = max(1, steps // 4)
             settings = loop.TrainSettings(data=str(data.resolve()), steps=steps, batch_size=sizes["batch_size"],
                                           checkpoint_every=every, vis_every=every, workers=1)
-            loop.prepare_run_folder(run_dir, False, True, 0)
             resume = False
         with report.training() as on_step:
             loop.train(config, run_dir, settings, None, resume, device, label, on_step, report.warn,
-                       {"steps": steps} if resume else None)
+                       {"steps": steps} if resume else None, force=True)
 
     timed("train", training)
     named = folder / "model.pth"

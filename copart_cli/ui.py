@@ -69,15 +69,18 @@ class CountProgress:
 
 
 class TrainingProgress:
-    """The training bar: step, losses, pairs/s, time left. Called as ``(step, total, losses, rate)``."""
+    """The training line: step, pairs/s and time left first, then as many losses as fit in the
+    terminal's width. Called as ``(step, total, losses, rate)``."""
 
     SHORT = {"equivariance_shift": "shift", "equivariance_affine": "affine", "total": "total"}
+    BAR = 16
 
     def __init__(self, out: Console, disable: bool = False):
-        self.bar = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("step {task.completed}/{task.total}"),
-                            TextColumn("{task.fields[losses]}"), TextColumn("{task.fields[rate]} pairs/s"),
-                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=out,
-                            disable=disable)
+        self.out = out
+        self.bar = Progress(TextColumn("[bold]train"), BarColumn(bar_width=self.BAR),
+                            TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[rate]} pairs/s"),
+                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                            TextColumn("{task.fields[losses]}"), console=out, disable=disable)
         self.task = None
 
     def __enter__(self) -> "TrainingProgress":
@@ -87,8 +90,20 @@ class TrainingProgress:
     def __exit__(self, *exc) -> None:
         self.bar.__exit__(*exc)
 
+    def losses_text(self, step: int, total: int, losses: dict, rate: str) -> str:
+        """The losses, total first, as many as fit beside the rest of the line."""
+        used = len(f"train {' ' * self.BAR} {step}/{total} {rate} pairs/s 0:00:00 ETA 0:00:00 ")
+        terms = sorted(losses.items(), key=lambda item: item[0] != "total")
+        text = ""
+        for name, value in terms:
+            term = f"{self.SHORT.get(name, 'rec')} {value:.3f}"
+            if used + len(text) + len(term) + 1 > self.out.width:
+                break
+            text = f"{text} {term}".strip()
+        return text
+
     def __call__(self, step: int, total: int, losses: dict, rate: float) -> None:
         if self.task is None:
             self.task = self.bar.add_task("train", total=total, completed=step - 1, losses="", rate="-")
-        shown = " ".join(f"{self.SHORT.get(k, 'rec')} {v:.3f}" for k, v in losses.items())
-        self.bar.update(self.task, completed=step, losses=shown, rate=f"{rate:.1f}")
+        shown = f"{rate:.1f}"
+        self.bar.update(self.task, completed=step, rate=shown, losses=self.losses_text(step, total, losses, shown))

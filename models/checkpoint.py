@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
+import struct
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +24,7 @@ import torch
 
 from .config import ModelConfig, ReconstructionParams, SegmentationParams
 from .errors import CopartError, first_line
+from .files import atomic_path
 from .model import CoPartModel
 
 FORMAT_VERSION = 1
@@ -41,37 +42,94 @@ def read_checkpoint(path) -> dict:
         raise CopartError(f"Checkpoint {path} is empty.")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        text = str(exc)
-        if "Weights only load failed" in text or "weights_only" in text:
-            raise CopartError(
-                f"{path} holds Python objects besides tensors; copart loads checkpoints with "
-                f"weights_only=True and will not run code from a file."
-            ) from None
-        raise CopartError(f"{path} is not a PyTorch checkpoint (it cannot be unpickled).") from None
-    except (EOFError, zipfile.BadZipFile):
-        raise CopartError(f"{path} is truncated or corrupt; download it again.") from None
-    except RuntimeError as exc:
-        text = str(exc)
-        if any(m in text for m in ("zip archive", "central directory", "PytorchStreamReader", "EOF", "corrupted")):
-            raise CopartError(f"{path} is truncated or corrupt (not a complete checkpoint archive); download it again.") from None
-        raise CopartError(f"{path} cannot be read as a PyTorch checkpoint ({first_line(exc)}).") from None
     except PermissionError:
         raise CopartError(f"Checkpoint {path} cannot be read: permission denied.") from None
-    except (OSError, ValueError, AttributeError, ImportError, KeyError, TypeError, UnicodeDecodeError, IndexError):
-        if _starts_like_a_checkpoint(path):
-            raise CopartError(f"{path} is truncated or corrupt; download it again.") from None
-        raise CopartError(f"{path} is not a PyTorch checkpoint.") from None
+    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, RuntimeError, OSError, ValueError, AttributeError,
+            ImportError, KeyError, TypeError, UnicodeDecodeError, IndexError, struct.error) as exc:
+        raise _unreadable(path, exc) from None
     if not isinstance(data, dict):
         raise CopartError(f"{path} is not a checkpoint: it holds a {type(data).__name__}, not a dict of state dicts.")
     return data
 
 
-def _starts_like_a_checkpoint(path: Path) -> bool:
-    """A zip archive (PyTorch >= 1.6) or a pickle (older PyTorch, as the published files)."""
+def _unreadable(path: Path, exc: Exception) -> CopartError:
+    """Why ``torch.load`` refused ``path``, told from the file's first bytes, not the error's wording."""
     with open(path, "rb") as f:
-        head = f.read(4)
-    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+        head = f.read(512)
+    if head.startswith(b"PK\x03\x04"):  # a zip archive, as PyTorch >= 1.6 writes
+        if not zipfile.is_zipfile(path):  # the directory at its end is missing
+            return CopartError(f"{path} is truncated or corrupt (its archive is incomplete); download it again.")
+        if isinstance(exc, pickle.UnpicklingError):
+            return _holds_objects(path)
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError):
+            names = ["data.pkl"]
+        if not any(name.endswith("data.pkl") for name in names):
+            return CopartError(f"{path} is a zip archive but not a PyTorch checkpoint (it holds no data.pkl).")
+        return CopartError(f"{path} is truncated or corrupt ({first_line(exc)}); download it again.")
+    if head[:1] == b"\x80":  # a pickle, as PyTorch < 1.6 wrote (the published files)
+        if isinstance(exc, pickle.UnpicklingError):
+            return _holds_objects(path)
+        return CopartError(f"{path} is truncated or corrupt; download it again.")
+    kind = _looks_like(head)
+    return CopartError(
+        f"{path} is not a PyTorch checkpoint: "
+        + (f"it looks like {kind}." if kind else "it is neither a zip archive nor a pickle.")
+    )
+
+
+def _holds_objects(path: Path) -> CopartError:
+    return CopartError(
+        f"{path} holds Python objects besides tensors; copart loads checkpoints with "
+        f"weights_only=True and will not run code from a file."
+    )
+
+
+# First bytes of files people give in place of a checkpoint.
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF87a", "a GIF image"),
+    (b"GIF89a", "a GIF image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"\x1a\x45\xdf\xa3", "a Matroska/WebM video"),
+    (b"OggS", "an Ogg video or sound"),
+    (b"FLV\x01", "an FLV video"),
+    (b"\x00\x00\x01\xba", "an MPEG video"),
+    (b"\x00\x00\x01\xb3", "an MPEG video"),
+    (b"ID3", "an MP3 sound"),
+    (b"%PDF", "a PDF document"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (b"\x93NUMPY", "a NumPy array file"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file"),
+)
+_RIFF = {b"WEBP": "a WebP image", b"AVI ": "an AVI video", b"WAVE": "a WAV sound"}
+_HEIF_BRANDS = (b"heic", b"heix", b"mif1", b"msf1", b"avif", b"avis")
+
+
+def _looks_like(head: bytes) -> Optional[str]:
+    """What a file that starts with ``head`` looks like ("an MP4/MOV video", "a text file"), or None."""
+    if head[4:8] == b"ftyp":  # ISO base media: MP4, MOV, M4V, 3GP, HEIF, AVIF
+        return "a HEIF/AVIF image" if head[8:12] in _HEIF_BRANDS else "an MP4/MOV video"
+    if head[:4] == b"RIFF" and head[8:12] in _RIFF:
+        return _RIFF[head[8:12]]
+    if head[:2] == b"BM" and head[6:10] == b"\x00\x00\x00\x00":
+        return "a BMP image"
+    if len(head) > 188 and head[0] == head[188] == 0x47:  # MPEG-TS packets
+        return "an MPEG-TS video"
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    if head and all(b >= 0x20 or b in b"\t\n\r\f" for b in head):
+        text = head.lstrip().lower()
+        if text.startswith((b"<!doctype html", b"<html")):
+            return "an HTML web page"
+        return "a text file"
+    return None
 
 
 def detect_layout(data: dict, path="the checkpoint") -> str:
@@ -393,18 +451,9 @@ def save_atomic(data: dict, path) -> Path:
     a reader (or a killed writer) never sees a half-written file under ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    mask = os.umask(0o022)
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)  # a checkpoint is as readable as any file the user writes
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
             torch.save(data, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path

@@ -1,12 +1,14 @@
 """Model configuration in the authors' YAML layout.
 
 A configuration file has ``dataset_params``, ``model_params`` (``common_params``,
-``segmentation_module_params``, ``reconstruction_module_params``),
-``train_params`` and ``visualizer_params``, exactly as the authors' configs,
-so that a YAML written for their code loads unchanged. copart adds two optional
-switches to ``reconstruction_module_params`` (``segment_motion`` and
-``visibility_backprop``) for the ablations of Table 1(b), and an optional
-top-level ``part_names`` mapping (name -> segmentation channels).
+``segmentation_module_params``, ``reconstruction_module_params``) and
+``train_params``, exactly as the authors' configs, so that a YAML written for
+their code loads unchanged. copart reads the keys in :data:`CONFIG_KEYS`; the
+authors' others (:data:`AUTHORS_IGNORED_KEYS`) load and do nothing. copart adds
+two optional switches to ``reconstruction_module_params`` (``segment_motion`` and
+``visibility_backprop``) for the ablations of Table 1(b), ``train_params.loss``
+and ``loss_weights.pixel``, and an optional top-level ``part_names`` mapping
+(name -> segmentation channels).
 """
 
 from __future__ import annotations
@@ -140,6 +142,28 @@ def _check_keys(values: dict, cls, section: str, source: str, allowed: set | Non
             f"{source} has unknown key(s) {', '.join(unknown)} in model_params.{section} "
             f"(known: {', '.join(sorted(allowed))})."
         )
+
+
+# Every key of a configuration that copart reads, as a dotted path (``part_names`` is read
+# whole: its keys are the user's names). model_params takes exactly these keys (unknown ones
+# are refused); the rest are read by the training loop, its data and its losses.
+CONFIG_KEYS: frozenset[str] = frozenset(
+    {f"model_params.common_params.{k}" for k in ("num_segments", "num_channels", "estimate_affine_part")}
+    | {f"model_params.segmentation_module_params.{k}" for k in SegmentationParams.__dataclass_fields__}
+    | {f"model_params.reconstruction_module_params.{k}" for k in ReconstructionParams.__dataclass_fields__}
+    | {f"dataset_params.{k}" for k in ("image_shape", "frame_shape", "id_sampling")}
+    | {f"dataset_params.augmentation_params.flip_param.{k}" for k in ("horizontal_flip", "time_flip")}
+    | {f"dataset_params.augmentation_params.jitter_param.{k}" for k in ("brightness", "contrast", "saturation", "hue")}
+    | {f"train_params.{k}" for k in ("num_epochs", "num_repeats", "lr_segmentation", "lr_reconstruction",
+                                     "batch_size", "scales", "loss")}
+    | {f"train_params.transform_params.{k}" for k in ("sigma_affine", "sigma_tps", "points_tps")}
+    | {f"train_params.loss_weights.{k}" for k in ("equivariance", "perceptual", "pixel")}
+    | {"part_names"}
+)
+# Keys of the authors' configs that copart accepts and ignores: the data folder is an argument of
+# copart train, checkpoints are saved by steps and minutes (--checkpoint-every), and training
+# pictures are drawn copart's way.
+AUTHORS_IGNORED_KEYS: tuple[str, ...] = ("dataset_params.root_dir", "train_params.checkpoint_freq", "visualizer_params")
 
 
 # Table 1(b) of the paper as configuration switches.

@@ -22,6 +22,11 @@ class CopartError(Exception):
         self.topic = topic
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM, handled: the work stopped cleanly and the message (one sentence,
+    without its final full stop) says what was kept."""
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (FFmpeg's ``strerror`` when it has one), without
     its final full stop, for quoting inside a one-sentence error."""

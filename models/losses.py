@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import AntiAliasInterpolation2d, make_coordinate_grid
-from .errors import CopartError
+from .errors import CopartError, first_line
 from .motion import inverse_2x2
 from .segmentation import PartSegmentation
 
@@ -62,17 +62,19 @@ class Vgg19(nn.Module):
         """VGG-19 with torchvision's ImageNet weights from the hub cache (downloaded once
         when allowed); one clear error when they cannot be had."""
         path = vgg19_path()
+        reason = "downloads are off"
         if not path.is_file() and download:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 torch.hub.download_url_to_file(VGG19_URL, str(path), progress=False)
-            except Exception:  # noqa: BLE001 - any failure to fetch ends in the one message below
+            except Exception as exc:  # noqa: BLE001 - any failure to fetch ends in the one message below
+                reason = f"the download failed: {first_line(exc)}"
                 if path.exists() and path.stat().st_size == 0:
                     path.unlink()
         if not path.is_file():
             raise CopartError(
-                f"The perceptual loss needs VGG-19's weights, {VGG19_FILE}, which could not be downloaded: "
-                f"put that file (from {VGG19_URL}) in {path.parent}, or train with the pixel-pyramid loss "
+                f"The perceptual loss needs VGG-19's weights, {VGG19_FILE}, which are not in {path.parent} "
+                f"({reason}): put that file (from {VGG19_URL}) there, or train with the pixel-pyramid loss "
                 f"instead (train_params.loss: pixel).",
                 topic="pixel-loss",
             )

@@ -1,4 +1,6 @@
+import ipaddress
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,71 @@ def reference_tensors() -> dict:
 @pytest.fixture(scope="session")
 def manifest() -> dict:
     return json.loads((FIXTURES / "official-checkpoint-keys.json").read_text())
+
+
+class NetworkBlocked(ConnectionRefusedError):
+    """Raised by the test session's guard for any connection off this machine."""
+
+
+def _ip(host):
+    """The address ``host`` names literally ("127.0.0.1", "[::1]", b"::1"), or None for a name."""
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    try:
+        return ipaddress.ip_address(str(host).strip("[]").split("%")[0])
+    except ValueError:
+        return None
+
+
+def _is_local(host) -> bool:
+    if host is None or str(host).lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
+        return True
+    ip = _ip(host)
+    return ip is not None and ip.is_loopback
+
+
+def _check(address) -> None:
+    """AF_UNIX paths and loopback (host, port, ...) pass; everything else is refused."""
+    if isinstance(address, tuple) and address and not _is_local(address[0]):
+        raise NetworkBlocked(f"tests never touch the network: a connection to {address[0]} was blocked")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_network():
+    """Tests never touch the network. For the whole session: COPART_OFFLINE=1 (copart then
+    downloads nothing, and subprocesses inherit it), and in this process every connection,
+    datagram or name look-up that would leave the machine fails at once with NetworkBlocked
+    (a ConnectionRefusedError, so copart takes it as any failed download). A test of a download
+    code path unsets COPART_OFFLINE with monkeypatch and replaces the download function; the
+    guard stays on for it too."""
+    real_connect, real_connect_ex, real_sendto = socket.socket.connect, socket.socket.connect_ex, socket.socket.sendto
+    real_getaddrinfo = socket.getaddrinfo
+
+    def connect(self, address):
+        _check(address)
+        return real_connect(self, address)
+
+    def connect_ex(self, address):
+        _check(address)
+        return real_connect_ex(self, address)
+
+    def sendto(self, data, *args):
+        _check(args[-1] if args else None)
+        return real_sendto(self, data, *args)
+
+    def getaddrinfo(host, *args, **kwargs):
+        # Resolving a name asks a DNS server: only loopback names and numeric addresses resolve.
+        if not _is_local(host) and _ip(host) is None:
+            raise socket.gaierror(socket.EAI_NONAME, f"tests never touch the network: {host} was not looked up")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("COPART_OFFLINE", "1")
+        patch.setattr(socket.socket, "connect", connect)
+        patch.setattr(socket.socket, "connect_ex", connect_ex)
+        patch.setattr(socket.socket, "sendto", sendto)
+        patch.setattr(socket, "getaddrinfo", getaddrinfo)
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,11 @@
 """Checkpoint layouts, copart's own format, and every error a wrong file gets."""
 
+import collections
+import os
+import subprocess
+import sys
+import zipfile
+
 import pytest
 import torch
 
@@ -110,6 +116,11 @@ def test_fomm_is_refused_for_inference():
     assert caught.value.topic == "fomm-checkpoint" and "--init" not in str(caught.value)
 
 
+def _zip(path, name):
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(name, "not weights")
+
+
 @pytest.mark.parametrize(
     "make, message",
     [
@@ -117,7 +128,8 @@ def test_fomm_is_refused_for_inference():
         (lambda p: p.mkdir(), "is a folder"),
         (lambda p: p.write_bytes(b""), "is empty"),
         (lambda p: p.write_bytes(AUTHORS.read_bytes()[:100_000]), "truncated or corrupt"),
-        (lambda p: p.write_text("hello, I am not a checkpoint"), "not a PyTorch checkpoint"),
+        (lambda p: p.write_text("hello, I am not a checkpoint"), "not a PyTorch checkpoint: it looks like a text file"),
+        (lambda p: _zip(p, "notes.txt"), "a zip archive but not a PyTorch checkpoint"),
         (lambda p: torch.save([1, 2, 3], p), "not a checkpoint"),
         (lambda p: torch.save({"state_dict": {}}, p), "no layout copart knows"),
     ],
@@ -144,6 +156,54 @@ def test_a_file_that_would_run_code_is_refused_and_runs_nothing(tmp_path, monkey
     with pytest.raises(CopartError, match="weights_only"):
         read_checkpoint(path)
     assert not (tmp_path / "PWNED").exists()
+
+
+class _Tensors(collections.OrderedDict):
+    """A dict subclass: unpickling it would import and call this module's code."""
+
+
+def _half(path, **save):
+    """The first half of a real checkpoint written by torch.save."""
+    whole = path.with_suffix(".whole")
+    torch.save(read_checkpoint(AUTHORS), whole, **save)
+    path.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    return path
+
+
+def test_media_and_cut_files_are_told_apart_from_files_that_would_run_code(tmp_path, carphone, astronaut):
+    import cv2
+
+    jpeg = tmp_path / "face.pth"
+    jpeg.write_bytes(cv2.imencode(".jpg", cv2.imread(str(astronaut)))[1].tobytes())
+    unsafe = tmp_path / "unsafe.pth"
+    torch.save(_Tensors(weight=torch.zeros(2)), unsafe)
+    unsafe_legacy = tmp_path / "unsafe-legacy.pth"
+    torch.save(_Tensors(weight=torch.zeros(2)), unsafe_legacy, _use_new_zipfile_serialization=False)
+    expected = {
+        carphone: f"{carphone} is not a PyTorch checkpoint: it looks like an MP4/MOV video.",
+        astronaut: f"{astronaut} is not a PyTorch checkpoint: it looks like a PNG image.",
+        jpeg: f"{jpeg} is not a PyTorch checkpoint: it looks like a JPEG image.",
+        _half(tmp_path / "half.pth"): f"{tmp_path / 'half.pth'} is truncated or corrupt (its archive is incomplete); "
+                                      f"download it again.",
+        _half(tmp_path / "half-legacy.pth", _use_new_zipfile_serialization=False):
+            f"{tmp_path / 'half-legacy.pth'} is truncated or corrupt; download it again.",
+        unsafe: f"{unsafe} holds Python objects besides tensors; copart loads checkpoints with weights_only=True "
+                f"and will not run code from a file.",
+        unsafe_legacy: f"{unsafe_legacy} holds Python objects besides tensors; copart loads checkpoints with "
+                       f"weights_only=True and will not run code from a file.",
+    }
+    for path, message in expected.items():
+        with pytest.raises(CopartError) as err:
+            read_checkpoint(path)
+        assert str(err.value) == message
+
+
+def test_info_on_a_video_says_it_is_not_a_checkpoint(carphone):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-m", "copart", "info", str(carphone)], check=False,
+                            capture_output=True, text=True, env=dict(env, COLUMNS="1000"), timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == f"Error: {carphone} is not a PyTorch checkpoint: it looks like an MP4/MOV video."
 
 
 def test_k_and_key_mismatches(reference_config):

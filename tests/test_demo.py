@@ -1,11 +1,14 @@
 """The README's first command: the demo, end to end, in its reduced size."""
 
 import json
+from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from copart.app import app
 from copart.media.read import probe
+from copart.models.errors import CopartError
 
 runner = CliRunner()
 
@@ -37,11 +40,66 @@ def test_the_demo_starts_over_only_what_it_made_with_other_settings(tmp_path):
 
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "clip.mp4").write_text("made before any record")
-    _reuse_or_start_over(tmp_path, {"videos": 6})  # no record: reused as it is
-    assert (tmp_path / "data" / "clip.mp4").exists()
+    with pytest.raises(CopartError, match="data/ that copart demo did not make"):
+        _reuse_or_start_over(tmp_path, {"videos": 6})  # no record: never adopted (nor later deleted)
+    assert (tmp_path / "data" / "clip.mp4").exists() and not (tmp_path / "demo.json").exists()
+    (tmp_path / "data" / "clip.mp4").unlink()
+    (tmp_path / "data").rmdir()
+    _reuse_or_start_over(tmp_path, {"videos": 6})  # the demo's own record, written before its folders
+    (tmp_path / "data").mkdir()
     (tmp_path / "run").mkdir()
     _reuse_or_start_over(tmp_path, {"videos": 6})  # same settings: reused
     assert (tmp_path / "data").exists() and (tmp_path / "run").exists()
     _reuse_or_start_over(tmp_path, {"videos": 12})  # other settings: started over
     assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()
     assert json.loads((tmp_path / "demo.json").read_text()) == {"videos": 12}
+
+
+def _examples() -> list[tuple[str, str]]:
+    """Every ``copart ...`` example: the README's console blocks, then each command's --help."""
+    import re
+
+    from copart.commands import demo, evaluate, info, parts, segment, swap, synthetic, train
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    found = [("README", line[2:].split("  #")[0].strip()) for line in readme.splitlines() if line.startswith("$ copart ")]
+    for module in (demo, evaluate, info, parts, segment, swap, synthetic, train):
+        found += [(f"copart {module.__name__.rsplit('.', 1)[-1]} --help", m.strip())
+                  for m in re.findall(r"^  (copart [^\n]+)$", module.EPILOG, re.M)]
+    return found
+
+
+# What exists after the demo (demo/...) or is made by an earlier example; anything else (a published
+# model, the user's own videos) cannot be had here.
+HERE = ("demo/", "data/figures", "runs/figures", "named.pth", "eval.png")
+
+
+def _runnable(command: str) -> bool:
+    import shlex
+
+    paths = [t for t in shlex.split(command)[2:] if "/" in t or t.endswith((".pth", ".tar", ".mp4", ".jpg", ".png"))]
+    return bool(paths) and all(p.startswith(HERE) for p in paths)
+
+
+def test_every_example_after_the_demo_runs_as_written(tmp_path, monkeypatch):
+    """The README's and --help's examples, followed in order after the demo, each exit 0."""
+    import shlex
+
+    monkeypatch.setenv("COPART_DEMO_QUICK", "1")
+    made = tmp_path / "made"
+    assert runner.invoke(app, ["demo", str(made)]).exit_code == 0
+    examples = _examples()
+    runnable = [(where, c) for where, c in examples if _runnable(c)]
+    assert len(runnable) >= 10, runnable  # the test must be able to fail
+    for source in ("README", "help"):
+        cwd = tmp_path / source
+        cwd.mkdir()
+        (cwd / "demo").symlink_to(made / "quick")  # the quick demo's folder stands for demo/
+        monkeypatch.chdir(cwd)
+        for where, command in runnable:
+            if (where == "README") != (source == "README"):
+                continue
+            if command.startswith("copart demo"):
+                continue  # the demo itself ran above
+            result = runner.invoke(app, shlex.split(command)[1:])
+            assert result.exit_code == 0, f"{where}: {command}\n{result.output}\n{result.exception!r}"

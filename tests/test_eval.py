@@ -173,6 +173,8 @@ def test_images_without_landmarks_get_face_alignment_on_a_real_device(tmp_path, 
 
     fake = types.SimpleNamespace(FaceAlignment=Aligner, LandmarksType=types.SimpleNamespace(TWO_D=1))
     monkeypatch.setitem(sys.modules, "face_alignment", fake)
+    # The stand-in needs no weights: the online path is tested (conftest's socket guard still holds).
+    monkeypatch.delenv("COPART_OFFLINE")
     args = ["eval", str(root), "--checkpoint", str(fixture_checkpoint), "--metric", "mae", "--json"]
     result = runner.invoke(app, args)  # --device auto
     assert result.exit_code == 0, result.output
@@ -189,21 +191,55 @@ def test_kmeans_baseline_shapes(clip):
     assert maps.shape == (6, 64, 64) and np.allclose(maps.sum(0), 1)
 
 
-def test_crop_places_face_part_maps_back_in_the_image(tmp_path, astronaut, fixture_checkpoint):
-    import shutil
+# Four points of the astronaut's face (eyes, nose tip, mouth) in scikit-image's 512x512 photo.
+ASTRONAUT_FACE_POINTS = np.array([[200, 105], [245, 100], [225, 125], [222, 147]], np.float64)
 
+
+def _off_centre_faces(root, photo, rng, counts=(("train", 16), ("test", 6)), canvas=(480, 640)):
+    """Evaluation images in which her head (a 280x300 cut of the photo) sits at a random place
+    of a larger grey canvas, with the face points in full-image coordinates."""
     import cv2
 
-    (tmp_path / "test").mkdir()
-    (tmp_path / "masks" / "test").mkdir(parents=True)
-    shutil.copy(astronaut, tmp_path / "test" / "a.png")
-    cv2.imwrite(str(tmp_path / "masks" / "test" / "a.png"), np.zeros((512, 512), np.uint8))
-    result = runner.invoke(app, ["eval", str(tmp_path), "--checkpoint", str(fixture_checkpoint), "--metric", "iou",
-                                 "--crop", "--json", "--plot", str(tmp_path / "p.png")])
-    assert result.exit_code == 0, result.output
-    report = json.loads(result.output[result.output.index("{"):])
-    assert report["test_images"] == 1 and 0 <= report["iou"]["iou_mean"] <= 1
-    assert read_plot_size(tmp_path / "p.png") == (256, 256)
+    head = photo[0:300, 80:360]
+    points = ASTRONAUT_FACE_POINTS - [80, 0]
+    h, w = head.shape[:2]
+    for split, count in counts:
+        (root / split).mkdir(parents=True)
+        names, landmarks = [], []
+        for i in range(count):
+            x, y = int(rng.integers(0, canvas[1] - w)), int(rng.integers(0, canvas[0] - h))
+            image = np.full((*canvas, 3), 128, np.uint8)
+            image[y : y + h, x : x + w] = head
+            cv2.imwrite(str(root / split / f"{i}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+            names.append(f"{i}.png")
+            landmarks.append(points + [x, y])
+        np.savez(root / f"{split}_landmarks.npz", file_name=np.asarray(names), landmarks=np.stack(landmarks))
+
+
+def test_crop_segments_the_face_and_places_its_part_maps_back_in_the_image(tmp_path, astronaut, fixture_checkpoint,
+                                                                           monkeypatch):
+    """--crop feeds the model the face's crop and puts its part maps back where the crop came
+    from: the part centres then move with the face exactly, and regress its points to a small
+    fraction of a pixel. The whole canvas squeezed to the model's input does not (nor would
+    maps put back anywhere else: their centres would not follow the face)."""
+    from copart.media.read import read_image
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no S3FD weights: auto falls back to Haar
+    root = tmp_path / "faces"
+    _off_centre_faces(root, read_image(astronaut), np.random.default_rng(0))
+    args = ["eval", str(root), "--checkpoint", str(fixture_checkpoint), "--metric", "mae", "--json"]
+    plot = tmp_path / "p.png"
+    cropped = runner.invoke(app, args + ["--crop", "--plot", str(plot)])
+    assert cropped.exit_code == 0, cropped.output
+    assert "Haar cascade" in cropped.output  # the no-download detector, since COPART_OFFLINE=1
+    whole = runner.invoke(app, args)
+    assert whole.exit_code == 0, whole.output
+    with_crop = json.loads(cropped.output[cropped.output.index("{"):])["mae"]
+    without = json.loads(whole.output[whole.output.index("{"):])["mae"]
+    assert with_crop["landmarks"] == 4
+    # Predicting the mean position would miss by tens of pixels; the squeezed canvas by pixels.
+    assert with_crop["mean"] < 0.5 and with_crop["mean"] < 0.2 * without["mean"], (with_crop, without)
+    assert read_plot_size(plot) == (256, 6 * 256)  # one 256x256 tile per test image
 
 
 def read_plot_size(path):

@@ -1,7 +1,13 @@
 """Reconstruction losses (perceptual / pixel pyramid) and the equivariance loss."""
 
+import math
+import os
+import socket
+import time
+
 import pytest
 import torch
+from torch import nn
 
 from copart import presets
 from copart.models import CopartError, CoPartModel, ModelConfig, losses
@@ -60,19 +66,119 @@ def test_perceptual_loss_without_weights_fails_with_the_clear_message(hub):
         Objective({"loss": "perceptual"})
 
 
-def test_perceptual_loss_loads_the_cached_file(hub):
-    hub.mkdir(parents=True)
+# torchvision's VGG-19 ("E" in torchvision/models/vgg.py): make_layers turns each number into
+# Conv2d(in, v, 3, padding=1) + ReLU and each "M" into MaxPool2d(2, 2), all in one Sequential
+# named ``features``. Written out here, not taken from copart (torchvision itself cannot be
+# installed beside this CPU build of torch: its PyPI wheels need the CUDA build).
+TORCHVISION_VGG19_E = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+                       512, 512, 512, 512, "M"]
+# The state_dict keys of torchvision's vgg19-dcbb9e9d.pth (features part): its 16 convolutions.
+TORCHVISION_VGG19_CONVS = [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34]
+
+
+def _torchvision_vgg19_features() -> nn.Sequential:
+    layers, channels = [], 3
+    for v in TORCHVISION_VGG19_E:
+        if v == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        else:
+            conv = nn.Conv2d(channels, v, kernel_size=3, padding=1)
+            # He initialisation keeps the activations of random weights from fading layer by layer,
+            # so that relu5_1 still tells a right network from a wrong one.
+            nn.init.normal_(conv.weight, std=math.sqrt(2 / (9 * channels)))
+            nn.init.normal_(conv.bias, std=0.1)
+            layers += [conv, nn.ReLU(inplace=True)]
+            channels = v
+    return nn.Sequential(*layers)
+
+
+def _authors_vgg19_outputs(features: nn.Sequential, x: torch.Tensor) -> list[torch.Tensor]:
+    """The authors' Vgg19 (modules/model.py): ImageNet normalisation, then torchvision's
+    features cut into slices [0:2], [2:7], [7:12], [12:21], [21:30]: relu1_1 ... relu5_1."""
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    h = (x - mean) / std
+    out = []
+    for start, stop in ((0, 2), (2, 7), (7, 12), (12, 21), (21, 30)):
+        for i in range(start, stop):
+            h = features[i](h)
+        out.append(h)
+    return out
+
+
+def test_perceptual_loss_computes_torchvisions_vgg19_features_from_its_file(hub):
+    """The hub file holds a VGG-19 in torchvision's layout (random weights, a classifier that
+    copart ignores); copart's Vgg19 loaded from it gives the authors' five feature maps."""
     torch.manual_seed(0)
-    fake = {f"features.{k}": v for k, v in Vgg19().features.state_dict().items()}
-    fake["classifier.0.weight"] = torch.zeros(2, 2)  # torchvision's file has a classifier; it is ignored
-    torch.save(fake, hub / losses.VGG19_FILE)
+    reference = _torchvision_vgg19_features().eval()
+    state = {f"features.{k}": v for k, v in reference.state_dict().items()}
+    assert sorted(state) == sorted(f"features.{i}.{p}" for i in TORCHVISION_VGG19_CONVS for p in ("weight", "bias"))
+    for i, width in ((0, 4096), (3, 4096), (6, 1000)):  # torchvision's classifier, shrunk: it is not read
+        state[f"classifier.{i}.weight"], state[f"classifier.{i}.bias"] = torch.zeros(2, 2), torch.zeros(width)
+    hub.mkdir(parents=True)
+    torch.save(state, hub / losses.VGG19_FILE)
+
     vgg = Vgg19.pretrained()
-    assert torch.equal(vgg.features[0].weight, fake["features.0.weight"])
-    loss = losses.PerceptualPyramidLoss([1, 0.5, 0.25, 0.125], [10] * 5, vgg)
-    x, y = torch.rand(1, 3, 128, 128), torch.rand(1, 3, 128, 128)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = _authors_vgg19_outputs(reference, x)
+        got = vgg(x)
+    assert len(got) == 5
+    for name, e, g in zip(("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"), expected, got):
+        assert g.shape == e.shape, name
+        assert e.std() > 0.1 and (e == 0).any(), name  # alive, and after a ReLU
+        err = (g - e).abs().max().item()
+        assert err <= 1e-5 * (1 + e.abs().max().item()), f"{name}: max abs error {err:.3g}"
+
+    loss = losses.PerceptualPyramidLoss([1, 0.5, 0.25], [10] * 5, vgg)
+    y = torch.rand(2, 3, 64, 64)
     assert loss(x, x) == 0
     assert loss(x, y) > 0
-    assert [f.shape[1] for f in vgg(x)] == [64, 128, 256, 512, 512]
+
+
+def test_the_session_cannot_reach_the_network(tmp_path):
+    """conftest's guard: COPART_OFFLINE=1, and a connection off this machine fails at once
+    (nothing is sent); loopback still works."""
+    import _socket
+    import urllib.error
+    import urllib.request
+
+    assert os.environ.get("COPART_OFFLINE") == "1"
+    # Checked first, so that without the guard no packet leaves for the address below.
+    assert socket.socket.connect is not _socket.socket.connect
+    start = time.monotonic()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        with pytest.raises(ConnectionRefusedError, match="never touch the network"):
+            sock.connect(("192.0.2.1", 80))  # TEST-NET-1: documentation only
+        with pytest.raises(ConnectionRefusedError):
+            sock.connect_ex(("192.0.2.1", 80))
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("192.0.2.1", 80), timeout=5)
+    with pytest.raises(socket.gaierror):
+        socket.getaddrinfo("download.pytorch.org", 443)
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen("http://192.0.2.1/", timeout=5)
+    with pytest.raises(OSError):
+        torch.hub.download_url_to_file(losses.VGG19_URL, str(tmp_path / "vgg.pth"), progress=False)
+    assert not (tmp_path / "vgg.pth").exists()
+    assert time.monotonic() - start < 2
+
+    with socket.create_server(("127.0.0.1", 0)) as server, \
+            socket.create_connection(server.getsockname(), timeout=5) as client:
+        peer, _ = server.accept()
+        with peer:
+            client.sendall(b"ok")
+            assert peer.recv(2) == b"ok"
+    with socket.create_server(("localhost", 0)) as server:
+        socket.create_connection(("localhost", server.getsockname()[1]), timeout=5).close()
+    if socket.has_ipv6:
+        try:
+            server = socket.create_server(("::1", 0), family=socket.AF_INET6)
+        except OSError:  # no IPv6 loopback on this machine
+            return
+        with server, socket.create_connection(("::1", server.getsockname()[1]), timeout=5):
+            pass
 
 
 def test_pixel_pyramid_loss():

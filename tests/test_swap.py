@@ -66,11 +66,12 @@ def _luma(path):
 
 
 def test_carphone_full_frame_swap(tmp_path, carphone, astronaut, fixture_checkpoint):
-    """Real talking head, full frames, the no-download detector. Outside the pasted face region
-    the output equals the input up to encoding loss: compared on the Y plane with the input
-    re-encoded through the same settings (the default --crf 18)."""
+    """Real talking head, full frames, the no-download detector (--detector haar, the boxes that
+    _carphone_boxes compares with). Outside the pasted face region the output equals the input
+    up to encoding loss: compared on the Y plane with the input re-encoded through the same
+    settings (the default --crf 18)."""
     out = tmp_path / "carphone.swap.mp4"
-    result = _swap("--checkpoint", fixture_checkpoint, "--parts", "hair", "--detector", "auto",
+    result = _swap("--checkpoint", fixture_checkpoint, "--parts", "hair", "--detector", "haar",
                    carphone, astronaut, "-o", out)
     assert result.exit_code == 0, result.output
     assert "Swapped 120 frames" in result.output
@@ -234,11 +235,38 @@ def _audio_only(path):
             c.mux(p)
 
 
+def _cut(video, path, size=20_000):
+    """The first ``size`` bytes of ``video``, whose index (the moov atom) sits at its end."""
+    data = video.read_bytes()
+    assert data[4:8] == b"ftyp" and data.rfind(b"moov") > size
+    path.write_bytes(data[:size])
+    return path
+
+
+def test_a_cut_file_is_said_to_be_truncated(tmp_path, carphone, astronaut):
+    with pytest.raises(CopartError) as err:
+        MediaReader(_cut(carphone, tmp_path / "cut.mp4"))
+    assert str(err.value).startswith(f"Video {tmp_path / 'cut.mp4'} looks incomplete or truncated: it starts as an "
+                                     f"MP4/MOV video but cannot be read (")
+    assert str(err.value).endswith("); copy or download it again.")
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(astronaut.read_bytes()[:20_000])
+    with pytest.raises(CopartError) as err:
+        read_image(cut, "Source")
+    assert str(err.value) == (f"Source {cut} looks incomplete or truncated: it starts as a PNG image but cannot be "
+                              f"read; copy or download it again.")
+    text = tmp_path / "text.mp4"
+    text.write_text("not a video")
+    with pytest.raises(CopartError, match="is not a video or image copart can read"):
+        MediaReader(text)
+
+
 @pytest.mark.parametrize(
     "case, message",
     [
         ("missing", "does not exist"),
         ("unreadable", "is not a video or image copart can read"),
+        ("truncated", "looks incomplete or truncated: it starts as an MP4/MOV video but cannot be read"),
         ("no_video", "has no video stream"),
         ("no_face", "No face found in source"),
         ("unknown_part", "Unknown part 'nose'"),
@@ -257,6 +285,8 @@ def test_bad_input_is_one_sentence_and_leaves_no_file(tmp_path, case, message, c
     elif case == "unreadable":
         target = tmp_path / "text.mp4"
         target.write_text("not a video")
+    elif case == "truncated":
+        target = _cut(carphone, tmp_path / "cut.mp4")
     elif case == "no_video":
         target = tmp_path / "sound.m4a"
         _audio_only(target)

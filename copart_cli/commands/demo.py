@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from copart import ui
+from copart.models.errors import Interrupted
 
 HELP = "Run the whole pipeline on synthetic data in a few CPU minutes: synthetic, train, segment, swap, eval."
 EPILOG = "Example:\n\n  copart demo demo/\n\nCOPART_DEMO_QUICK=1 (or --quick) shrinks every step for a smoke test."
@@ -25,7 +26,10 @@ def demo(
     report = Reporter(say=typer.echo, notice=ui.notice(console), warn=ui.warning(console),
                       progress=lambda name, unit: ui.CountProgress(console, name, unit),
                       training=lambda: ui.TrainingProgress(console))
-    summary = run(folder, steps, quick, report)
+    try:
+        summary = run(folder, steps, quick, report)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted; run copart demo {folder} again to continue from what was finished") from None
     names = summary["part_names"]
     metrics = summary["metrics"]
     typer.echo(

@@ -19,7 +19,7 @@ HELP = "Score a model with the paper's metrics: landmark-regression MAE and fore
 EPILOG = (
     "Examples:\n\n"
     "  copart eval data/vox-eval --k 10 --metric mae --trust-pickle\n\n"
-    "  copart eval demo/eval --checkpoint runs/demo/checkpoint.pth --metric all --plot eval.png --json\n\n"
+    "  copart eval demo/data/eval --checkpoint demo/model.pth --metric all --plot eval.png --json\n\n"
     "ROOT holds train/ (fit set) and test/ (held-out) images, landmarks (the authors' *_gt.pkl, or\n"
     "<split>_landmarks.npz/.csv) and, for IoU, masks/test/ PNGs."
 )

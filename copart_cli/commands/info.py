@@ -14,7 +14,7 @@ EPILOG = (
     "Examples:\n\n"
     "  copart info vox-256-sem-5segments\n\n"
     "  copart info vox-10segments.pth.tar --preset vox-256-sem-10segments\n\n"
-    "  copart info run/checkpoint.pth --json"
+    "  copart info demo/model.pth --json"
 )
 LAYOUT_NAMES = {
     "preset": "preset (configuration only, no weights)",

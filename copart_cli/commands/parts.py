@@ -15,9 +15,9 @@ from copart.models.errors import CopartError
 HELP = "List the part numbers and names of a checkpoint, or write a copy with parts named."
 EPILOG = (
     "Examples:\n\n"
-    "  copart parts run/checkpoint.pth\n\n"
+    "  copart parts demo/model.pth\n\n"
     "  copart parts vox-10segments.pth.tar --preset vox-256-sem-10segments\n\n"
-    "  copart parts run/checkpoint.pth --name hair=3,4,5 --name lips=2 -o named.pth"
+    "  copart parts demo/model.pth --name arms=2,3 --name head=4 -o named.pth"
 )
 
 
@@ -54,6 +54,7 @@ def parts(
         raise CopartError("-o and --in-place write names; give at least one --name NAME=channels.")
     from copart.loading import resolve_model, with_part_names
     from copart.models.checkpoint import save_atomic
+    from copart.models.files import check_writable
 
     loaded = resolve_model(None, preset, checkpoint, "cpu")
     k = loaded.model.num_segments
@@ -68,6 +69,7 @@ def parts(
                 raise CopartError(f"Output {target} already exists; pass --force to replace it.")
             if not target.parent.is_dir():
                 raise CopartError(f"Output folder {target.parent} does not exist.")
+        check_writable(target.parent)
         data = with_part_names(loaded, parse_names(name), "--name")
         save_atomic(data, target)
         typer.echo(f"Wrote {target} with part names: "

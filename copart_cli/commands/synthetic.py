@@ -9,7 +9,7 @@ import typer
 from copart.models.errors import CopartError
 
 HELP = "Write synthetic articulated-motion videos with ground-truth parts, landmarks and foreground."
-EPILOG = "Example:\n\n  copart synthetic demo/data --videos 12 --frames 48"
+EPILOG = "Example:\n\n  copart synthetic data/figures --videos 12 --frames 48"
 
 
 def synthetic(
@@ -19,10 +19,11 @@ def synthetic(
     frames: int = typer.Option(48, "--frames", min=2, help="Frames per clip."),
     size: int = typer.Option(64, "--size", min=16, help="Frame side in pixels."),
     seed: int = typer.Option(0, "--seed", help="Seed of the figures and motions."),
+    force: bool = typer.Option(False, "--force", help="Start over a folder of clips made with other settings."),
 ) -> None:
     from copart.training.synthetic import generate
 
     if test >= videos:
         raise CopartError(f"--test ({test}) must be smaller than --videos ({videos}).")
-    result = generate(out, videos, frames, size, test, seed)
+    result = generate(out, videos, frames, size, test, seed, force=force)
     typer.echo(f"{result['videos']} synthetic clips ({result['written']} new) in {out}")

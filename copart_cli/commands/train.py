@@ -11,7 +11,7 @@ import typer
 
 from copart import ui
 from copart.models.config import VARIANTS
-from copart.models.errors import CopartError
+from copart.models.errors import CopartError, Interrupted
 
 from . import options
 
@@ -19,8 +19,8 @@ HELP = "Train the part segmentation and reconstruction from unlabelled videos (s
 EPILOG = (
     "Examples:\n\n"
     "  copart train --preset vox-256-sem-10segments --data data/vox --out runs/vox10\n\n"
-    "  copart train --preset cpu-64-sem-5segments --data demo/data --out runs/demo --steps 300\n\n"
-    "  copart train --resume runs/vox10\n\n"
+    "  copart train --preset cpu-64-sem-5segments --data demo/data --out runs/figures --steps 20\n\n"
+    "  copart train --resume runs/figures --steps 40\n\n"
     "  torchrun --nproc_per_node 4 -m copart train --preset taichi-256-sem --data data/taichi --out runs/t"
 )
 
@@ -49,13 +49,16 @@ def train(
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader worker processes (default 2)."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1,
                                                    help="Checkpoint every N steps (default 500)."),
+    checkpoint_minutes: Optional[float] = typer.Option(None, "--checkpoint-minutes", min=0,
+                                                       help="Also checkpoint when this many minutes have passed "
+                                                            "since the last one (default 5; 0: by steps only)."),
     vis_every: Optional[int] = typer.Option(None, "--vis-every", min=0,
                                             help="Training picture every N steps (0: never) (default 500)."),
     device: options.Device = "auto",
     precision: options.PrecisionOption = options.Precision.fp32,
 ) -> None:
     from copart.loading import pick_device
-    from copart.training.loop import TrainSettings, new_run_config, prepare_run_folder
+    from copart.training.loop import TrainingInterrupted, TrainSettings, new_run_config
     from copart.training.loop import train as run_training
 
     console = ui.console()
@@ -70,28 +73,32 @@ def train(
         given = [name for name, value in fixed.items() if value is not None]
         if given:
             raise CopartError(f"--resume continues a run as it was configured; {', '.join(given)} cannot change it "
-                              f"(--steps, --workers, --checkpoint-every and --vis-every can).")
+                              f"(--steps, --workers, --checkpoint-every, --checkpoint-minutes and --vis-every can).")
         # Only what the user gave changes the run (None: keep the stored value).
-        overrides = {"steps": steps, "workers": workers, "checkpoint_every": checkpoint_every, "vis_every": vis_every}
+        overrides = {"steps": steps, "workers": workers, "checkpoint_every": checkpoint_every,
+                     "checkpoint_minutes": checkpoint_minutes, "vis_every": vis_every}
         out = resume
-        prepare_run_folder(out, True, False, rank)
         config, label, settings = {}, str(resume), None
     else:
         if preset is None or data is None or out is None:
             raise CopartError("copart train needs --preset, --data and --out (or --resume RUN).")
         config, label = new_run_config(preset, data, variant.value if variant else None, epochs, repeats,
                                        loss.value if loss else None)
-        prepare_run_folder(out, False, force, rank)
-        given = {"workers": workers, "checkpoint_every": checkpoint_every, "vis_every": vis_every}
+        given = {"workers": workers, "checkpoint_every": checkpoint_every, "checkpoint_minutes": checkpoint_minutes,
+                 "vis_every": vis_every}
         settings = TrainSettings(  # options not given keep TrainSettings' defaults
             data=str(Path(data).resolve()), steps=steps,
             batch_size=batch_size or int(config["train_params"].get("batch_size", 16)), seed=seed,
             precision=precision.value, loss=loss.value if loss else None,
             **{name: value for name, value in given.items() if value is not None},
         )
-    with ui.TrainingProgress(console, disable=rank != 0) as progress:
-        report = run_training(config, out, settings or TrainSettings(data="", steps=0, batch_size=1), None if resume
-                              else init, resume is not None, device, label, progress, ui.warning(console), overrides)
+    try:
+        with ui.TrainingProgress(console, disable=rank != 0) as progress:
+            report = run_training(config, out, settings or TrainSettings(data="", steps=0, batch_size=1),
+                                  None if resume else init, resume is not None, device, label, progress,
+                                  ui.warning(console), overrides, force)
+    except TrainingInterrupted as stopped:
+        raise Interrupted(f"{stopped}; continue with copart train --resume {stopped.out}") from None
     for note in report.notes:
         console.print(f"Note: {note}.")
     if rank == 0:

@@ -113,6 +113,7 @@ def _check_png_dir(png_dir: Path, force: bool, others: list) -> Path:
         raise CopartError(f"--png-dir {png_dir} is the current folder; give the label PNGs a folder of their own.")
     if not here.parent.is_dir():
         raise CopartError(f"Folder {png_dir.parent} does not exist.")
+    write.check_writable(here.parent)
     for other in others:
         other = Path(other).expanduser().resolve()
         if here == other or here in other.parents:
@@ -223,7 +224,10 @@ def segment(
                     npz.append(**_record(frame, region, out, seg_shape, net.num_segments, track is not None,
                                          net.config.estimate_affine_part))
                 if png_tmp is not None:
-                    write.write_image(label, png_tmp / f"{frame.index:06d}.png", atomic=False)
+                    try:
+                        write.write_image(label, png_tmp / f"{frame.index:06d}.png", atomic=False)
+                    except OSError as exc:  # said for the user's folder, not the temporary one
+                        raise write.unwritable(png_dir, exc) from None
                 yield frame, image, out is not None
 
         if reader.still:

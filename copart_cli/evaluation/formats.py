@@ -18,9 +18,11 @@ from typing import Optional
 
 import numpy as np
 
+from copart.media.faces import s3fd_folder
 from copart.media.read import is_image, natural_key, read_image
 from copart.media.write import atomic_path
 from copart.models.errors import CopartError, first_line
+from copart.models.files import offline
 
 
 def images_of(folder: Path) -> list[Path]:
@@ -124,6 +126,15 @@ def face_alignment_landmarks(files: list[Path], cache: Path, device: str) -> np.
         table = _from_npz(cache)
         if all(n in table for n in names):
             return np.stack([table[n] for n in names])
+    if offline():
+        folder = s3fd_folder()
+        missing = [name for name, pattern in (("2DFAN4", "2DFAN4*"), ("S3FD", "s3fd*")) if not any(folder.glob(pattern))]
+        if missing:
+            raise CopartError(
+                f"These images have no landmark file, and with COPART_OFFLINE=1 face-alignment's {' and '.join(missing)} "
+                f"weights cannot be fetched into {folder}; put them there, or give landmarks as "
+                f"ROOT/<split>_landmarks.npz or .csv."
+            )
     try:
         import face_alignment
 

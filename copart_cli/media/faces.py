@@ -10,7 +10,6 @@ the detector misses the face for a bounded time.
 from __future__ import annotations
 
 import math
-import os
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,8 @@ from typing import Iterable, Iterator, Optional
 import cv2
 import numpy as np
 
-from copart.models.errors import CopartError
+from copart.models.errors import CopartError, first_line
+from copart.models.files import offline
 
 S3FD_URL = "https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth"
 # Face tracking: detections are averaged over TRACK_WINDOW frames either side, and a box is
@@ -68,6 +68,17 @@ class HaarDetector:
         return [(x / scale, y / scale, (x + w) / scale, (y + h) / scale, 1.0) for x, y, w, h in found]
 
 
+class DetectorUnavailable(Exception):
+    """Why S3FD cannot run here, in a clause that fits "…, so faces are found with Haar"."""
+
+
+def s3fd_folder() -> Path:
+    """Where face-alignment's detector weights belong: PyTorch's hub cache."""
+    import torch
+
+    return (Path(torch.hub.get_dir()) / "checkpoints").expanduser().resolve()
+
+
 class S3FDDetector:
     """face-alignment's S3FD detector (what the paper's data preparation used)."""
 
@@ -75,15 +86,29 @@ class S3FDDetector:
 
     def __init__(self, device: str = "cpu", max_side: int = 640):
         import torch
-        from face_alignment.detection.sfd.sfd_detector import SFDDetector
 
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(S3FD_URL).name
+        try:
+            from face_alignment.detection.sfd.sfd_detector import SFDDetector
+        except Exception as exc:  # noqa: BLE001 - a broken install is said, not raised
+            raise DetectorUnavailable(f"face-alignment cannot be imported ({first_line(exc)})") from None
+        folder = s3fd_folder()
+        cached = folder / Path(S3FD_URL).name
         if not cached.is_file():
-            if os.environ.get("COPART_OFFLINE"):
-                raise OSError("offline")
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            torch.hub.download_url_to_file(S3FD_URL, str(cached), progress=False)
-        self.detector = SFDDetector(device=device, path_to_detector=str(cached))
+            if offline():
+                raise DetectorUnavailable(f"COPART_OFFLINE=1 and face-alignment's detector weights are not in "
+                                          f"{folder} (put {cached.name} from {S3FD_URL} there)")
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                torch.hub.download_url_to_file(S3FD_URL, str(cached), progress=False)
+            except Exception as exc:  # noqa: BLE001 - any failure to fetch is said once
+                cached.unlink(missing_ok=True)
+                raise DetectorUnavailable(f"face-alignment's detector weights could not be downloaded from "
+                                          f"{S3FD_URL} ({first_line(exc)}; put {cached.name} in {folder})") from None
+        try:
+            self.detector = SFDDetector(device=device, path_to_detector=str(cached))
+        except Exception as exc:  # noqa: BLE001
+            raise DetectorUnavailable(f"face-alignment's detector weights {cached} are there but could not be "
+                                      f"loaded ({first_line(exc)}; delete the file to fetch it again)") from None
         self.max_side = max_side
 
     def detect(self, image: np.ndarray) -> list[tuple[float, float, float, float, float]]:
@@ -94,22 +119,18 @@ class S3FDDetector:
 
 
 def make_detector(kind: str = "auto", device: str = "cpu", notices: Optional[list] = None):
-    """``auto``: S3FD when its weights are cached or can be fetched, else Haar with a notice."""
+    """``auto``: S3FD when its weights are cached or can be fetched, else Haar with a notice
+    that says what actually happened (offline by choice, a failed download and why, weights
+    that would not load) and where the weights belong."""
     if kind == "haar":
         return HaarDetector()
     try:
         return S3FDDetector(device)
-    except Exception as exc:  # noqa: BLE001 - any failure to get S3FD falls back
+    except DetectorUnavailable as exc:
         if kind == "face-alignment":
-            raise CopartError(
-                f"face-alignment's face detector could not be loaded ({type(exc).__name__}): put "
-                f"{Path(S3FD_URL).name} (from {S3FD_URL}) in the hub cache's checkpoints folder, or use --detector haar."
-            ) from None
+            raise CopartError(f"The face-alignment detector cannot run: {exc}; or use --detector haar.") from None
         if notices is not None:
-            notices.append(
-                "face-alignment's detector weights could not be fetched, so faces are found with "
-                "OpenCV's Haar cascade (no download, less accurate)"
-            )
+            notices.append(f"{exc}, so faces are found with OpenCV's Haar cascade (no download, less accurate)")
         return HaarDetector()
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .write import atomic_path
+from .write import atomic_path, unwritable
 
 
 class NpzStream:
@@ -23,11 +23,20 @@ class NpzStream:
 
     def __init__(self, path):
         self.path = Path(path)
-        self._dir = tempfile.mkdtemp(prefix=".copart-masks-", dir=self.path.parent)
+        try:
+            self._dir = tempfile.mkdtemp(prefix=".copart-masks-", dir=self.path.parent)
+        except OSError as exc:
+            raise unwritable(self.path, exc) from None
         self._files: dict[str, tuple] = {}  # name -> (file, dtype, frame shape)
         self.count = 0
 
     def append(self, **arrays) -> None:
+        try:
+            self._append(arrays)
+        except OSError as exc:  # a full disk while the frames come: said for the user's file
+            raise unwritable(self.path, exc) from None
+
+    def _append(self, arrays: dict) -> None:
         for name, value in arrays.items():
             value = np.asarray(value)
             value = np.ascontiguousarray(value) if value.ndim else value

@@ -39,6 +39,35 @@ def is_image(path: Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
+# First bytes of the formats copart reads: a file that starts as one but cannot be opened is cut short.
+_MAGIC = (
+    (0, b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (0, b"\xff\xd8\xff", "a JPEG image"),
+    (0, b"GIF8", "a GIF"),
+    (8, b"WEBP", "a WebP image"),
+    (4, b"ftyp", "an MP4/MOV video"),
+    (0, b"\x1a\x45\xdf\xa3", "a Matroska/WebM video"),
+    (8, b"AVI ", "an AVI video"),
+    (0, b"FLV\x01", "an FLV video"),
+    (0, b"OggS", "an Ogg video"),
+    (0, b"\x00\x00\x01\xba", "an MPEG video"),
+)
+
+
+def _starts_as(path: Path) -> Optional[str]:
+    """The format a file's first bytes name ("an MP4/MOV video"), or None."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    return next((kind for offset, magic, kind in _MAGIC if head[offset:offset + len(magic)] == magic), None)
+
+
+def _truncated(what: str, path: Path, kind: str, detail: str = "") -> CopartError:
+    return CopartError(
+        f"{what} {path} looks incomplete or truncated: it starts as {kind} but cannot be read{detail}; "
+        f"copy or download it again."
+    )
+
+
 def read_image(path, what: str = "Image") -> np.ndarray:
     """An RGB uint8 image (EXIF orientation applied); one sentence when it cannot be read."""
     path = Path(path)
@@ -46,6 +75,9 @@ def read_image(path, what: str = "Image") -> np.ndarray:
     data = np.fromfile(str(path), dtype=np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
+        kind = _starts_as(path) if data.size else None
+        if kind:
+            raise _truncated(what, path, kind)
         raise CopartError(f"{what} {path} is not an image copart can read.")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
@@ -113,6 +145,9 @@ class MediaReader:
         try:
             self.container = av.open(str(self.path))
         except (av.error.FFmpegError, OSError, ValueError) as exc:
+            kind = _starts_as(self.path)
+            if kind:
+                raise _truncated(what, self.path, kind, f" ({first_line(exc)})") from None
             raise CopartError(f"{what} {self.path} is not a video or image copart can read ({first_line(exc)}).") from None
         if not self.container.streams.video:
             self.container.close()

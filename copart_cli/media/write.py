@@ -5,8 +5,6 @@ renamed only when complete (:func:`atomic_path`)."""
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Optional
@@ -16,6 +14,10 @@ import cv2
 import numpy as np
 
 from copart.models.errors import CopartError
+from copart.models.files import UNWRITABLE, atomic_path, check_writable, current_umask, unwritable
+
+__all__ = ["VideoWriter", "atomic_path", "check_output", "check_writable", "current_umask", "unwritable",
+           "write_atomic_text", "write_image"]
 
 
 def write_image(image: np.ndarray, path, atomic: bool = True) -> None:
@@ -42,35 +44,15 @@ def check_output(path: Path, force: bool, inputs) -> None:
         raise CopartError(f"Output {path} already exists; pass --force to replace it.")
     if not path.parent.is_dir():
         raise CopartError(f"Output folder {path.parent} does not exist.")
-
-
-def current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def atomic_path(final: Path):
-    """Yield a temporary path beside ``final``; rename it to ``final`` only if the block
-    completes. On any error or Ctrl-C the temporary file is removed."""
-    final = Path(final)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".part{final.suffix}", dir=final.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 would make outputs private
-    try:
-        yield Path(tmp)
-        os.replace(tmp, final)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    check_writable(path.parent)
 
 
 class VideoWriter:
     """Writes H.264 (yuv420p) MP4 with given timestamps, and copies audio packets.
 
     Frames of odd width or height are padded by one edge pixel (4:2:0 needs even sizes).
-    The file appears under its final name only after :meth:`close` succeeds.
+    The file appears under its final name only after :meth:`close` succeeds; as a context
+    manager it closes on success and aborts (nothing left behind) on any error.
     """
 
     def __init__(
@@ -87,6 +69,7 @@ class VideoWriter:
         self.path = Path(path)
         self._atomic = atomic_path(self.path)
         self.tmp = self._atomic.__enter__()
+        self.container = None
         self.width, self.height = width + width % 2, height + height % 2
         self.fps = Fraction(fps) if fps else Fraction(25)
         self.time_base = Fraction(time_base) if time_base else 1 / self.fps
@@ -110,14 +93,22 @@ class VideoWriter:
                     self.notices.append(
                         f"the audio stream ({s.codec_context.name}) cannot be copied into MP4 and is left out"
                     )
-        except BaseException:
+        except BaseException as exc:
             self._abort()
+            self._raise_unwritable(exc)
             raise
         self.frames = 0
         self._last_pts = None
 
     def write(self, image: np.ndarray, pts: Optional[int] = None) -> None:
         """Encode an RGB uint8 frame; ``pts`` in the writer's time base (None: frame count)."""
+        try:
+            self._write(image, pts)
+        except OSError as exc:
+            self._raise_unwritable(exc)
+            raise
+
+    def _write(self, image: np.ndarray, pts: Optional[int]) -> None:
         if image.shape[0] != self.height or image.shape[1] != self.width:
             image = np.pad(
                 image, ((0, self.height - image.shape[0]), (0, self.width - image.shape[1]), (0, 0)), mode="edge"
@@ -145,7 +136,11 @@ class VideoWriter:
             packet.pts -= shift
             packet.dts -= shift
         packet.stream = out
-        self.container.mux(packet)
+        try:
+            self.container.mux(packet)
+        except OSError as exc:
+            self._raise_unwritable(exc)
+            raise
 
     def close(self) -> Path:
         """Flush, close and move the file to its final name."""
@@ -153,15 +148,31 @@ class VideoWriter:
             for packet in self.stream.encode(None):
                 self.container.mux(packet)
             self.container.close()
-        except BaseException:
+        except BaseException as exc:
             self._abort()
+            self._raise_unwritable(exc)
             raise
         self._atomic.__exit__(None, None, None)
         return self.path
 
+    def _raise_unwritable(self, exc: BaseException) -> None:
+        """A file-system error (read-only, full disk) as one sentence naming the output."""
+        if isinstance(exc, OSError) and getattr(exc, "errno", None) in UNWRITABLE:
+            raise unwritable(self.path, exc) from None
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
     def _abort(self) -> None:
         with contextlib.suppress(Exception):
-            self.container.close()
+            if self.container is not None:
+                self.container.close()
         with contextlib.suppress(Exception):
             self._atomic.__exit__(RuntimeError, RuntimeError("aborted"), None)
         if self.tmp.exists():

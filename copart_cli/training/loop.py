@@ -13,6 +13,8 @@ import copy
 import json
 import os
 import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +29,7 @@ from torch.utils.data import DataLoader
 
 from copart import presets
 from copart.media import render
-from copart.media.write import write_image
+from copart.media.write import atomic_path, write_atomic_text, write_image
 from copart.models.checkpoint import (
     checkpoint_dict,
     load_init,
@@ -35,7 +37,8 @@ from copart.models.checkpoint import (
     save_atomic,
 )
 from copart.models.config import ModelConfig, apply_variant
-from copart.models.errors import CopartError
+from copart.models.errors import CopartError, Interrupted
+from copart.models.files import check_creatable, offline
 from copart.models.losses import Objective
 from copart.models.model import CoPartModel
 
@@ -52,9 +55,50 @@ class TrainSettings:
     seed: int = 0
     workers: int = 2
     checkpoint_every: int = 500
+    checkpoint_minutes: float = 5.0  # also a checkpoint when this long has passed since the last one
     vis_every: int = 500
     precision: str = "fp32"
     loss: Optional[str] = None
+
+
+class TrainingInterrupted(Interrupted):
+    """Ctrl-C or SIGTERM during training: the step in progress was finished and checkpointed."""
+
+    def __init__(self, step: int, out: Path):
+        super().__init__(f"interrupted at step {step}, which is saved in {Path(out) / 'checkpoint.pth'}")
+        self.step, self.out = step, Path(out)
+
+
+class _StopRequests:
+    """SIGINT and SIGTERM while training ask to stop after the current step (a second one stops
+    at once). Only the main thread can take signals; elsewhere this does nothing."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous: dict = {}
+
+    def __enter__(self) -> "_StopRequests":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._ask)
+        return self
+
+    def _ask(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _worker_signals(_worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C to the main process, which stops after the step it is in;
+    SIGTERM ends a worker at once but cleanly (exit 0, which the main process does not take for a
+    crash), so that the main process can still save the step it has the batch for."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0))
 
 
 @dataclass
@@ -102,21 +146,30 @@ def new_run_config(preset: str, data, variant: Optional[str] = None, epochs: Opt
     return config, label
 
 
-def prepare_run_folder(out: Path, resume: bool, force: bool, rank: int) -> None:
+def prepare_run_folder(out: Path, resume: bool, force: bool, rank: int = 0) -> None:
+    """Check that ``out`` can take the run (``resume``: it holds one; else it is new or empty,
+    or ``force`` starts it over). Creates nothing: :func:`train` makes the folder once its
+    inputs have been checked."""
     out = Path(out)
     if resume:
         if not (out / "checkpoint.pth").is_file() and not any(out.glob("checkpoint-*.pth")):
             raise CopartError(f"{out} has no checkpoint.pth to resume from.")
         return
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise CopartError(f"Run folder {out} already exists; pass --resume to continue it or --force to start over.")
-        if rank == 0:
-            for p in out.iterdir():
-                if p.name.startswith("checkpoint") or p.name in ("log.jsonl", "config.yaml", "train-vis"):
-                    shutil.rmtree(p) if p.is_dir() else p.unlink()
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise CopartError(f"Run folder {out} is a file, not a folder.")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise CopartError(f"Run folder {out} already exists; pass --resume to continue it or --force to start over.")
+    check_creatable(out)
+
+
+def _make_run_folder(out: Path) -> bool:
+    """Create the run folder (or clear copart's files from one started over); True if created."""
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    for p in out.iterdir():
+        if p.name.startswith("checkpoint") or p.name in ("log.jsonl", "config.yaml", "train-vis"):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    return created
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -130,9 +183,7 @@ def _truncate_log(path: Path, step: int) -> None:
                 kept.append(line)
         except (ValueError, KeyError):
             continue  # a line cut by the kill
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(k + "\n" for k in kept))
-    os.replace(tmp, path)
+    write_atomic_text(path, "".join(k + "\n" for k in kept))
 
 
 def visualise(batch: dict, generated: dict, num_segments: int, limit: int = 4) -> np.ndarray:
@@ -168,6 +219,7 @@ def train(
     on_step: Optional[Callable[[int, int, dict, float], None]] = None,
     warn: Callable[[str], None] = lambda message: None,
     resume_overrides: Optional[dict] = None,
+    force: bool = False,
 ) -> RunReport:
     """Train (or resume) a run in ``out``. ``on_step(step, total, losses, pairs_per_s)`` reports
     progress on rank 0. A resume may change ``steps`` (to train longer), ``workers``,
@@ -175,6 +227,7 @@ def train(
     changes what is computed."""
     rank, world, local_rank = _distributed()
     out = Path(out)
+    prepare_run_folder(out, resume, force, rank)
     report = RunReport()
     stored = None
     if resume:
@@ -207,7 +260,12 @@ def train(
     model = CoPartModel(model_config)
     if init is not None and not resume:
         report.notes += load_init(init, model)
-    objective = Objective(train_params, model_config.num_channels, settings.loss)
+    objective = Objective(train_params, model_config.num_channels, settings.loss, download=not offline())
+    created = False
+    if not resume and rank == 0:  # the inputs are checked: now the folder may be made
+        created = _make_run_folder(out)
+    if world > 1:
+        torch.distributed.barrier()
     model.to(device)
     objective.to(device)
     channels_last = device.startswith("cuda")
@@ -239,7 +297,7 @@ def train(
         if rank == 0:
             _truncate_log(out / "log.jsonl", step)
     elif rank == 0:
-        (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        write_atomic_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
 
     train_model: nn.Module = TrainingModel(model, objective)
     if world > 1:
@@ -259,7 +317,8 @@ def train(
     sampler = StepSampler(len(dataset), settings.batch_size // world, int(train_params.get("num_repeats", 1)),
                           settings.seed, step, settings.steps, rank, world)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=settings.workers,
-                        pin_memory=device.startswith("cuda"))
+                        pin_memory=device.startswith("cuda"),
+                        worker_init_fn=_worker_signals if settings.workers else None)
     precision = settings.precision
     amp = (torch.autocast(torch.device(device).type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
            if precision != "fp32" else contextlib.nullcontext())
@@ -268,9 +327,14 @@ def train(
         scaler.load_state_dict(stored["scaler"])
     log = open(out / "log.jsonl", "a") if rank == 0 else None
     started, pairs = time.perf_counter(), 0
-    first_step, completed = step, False
+    last_save = time.monotonic()
+    first_step, completed, stopped = step, False, False
+    saved = step if stored is not None else -1  # the step whose checkpoint exists
+    stop = _StopRequests()
+    batches = _batches(loader, stop)
     try:
-        for batch in _batches(loader):
+        stop.__enter__()
+        for batch in batches:
             source = batch["source"].to(device, non_blocking=True)
             target = batch["target"].to(device, non_blocking=True)
             if channels_last:
@@ -290,17 +354,20 @@ def train(
             values = {k: float(v.detach()) for k, v in losses.items()}
             values["total"] = float(total.detach())
             finite = all(np.isfinite(v) for v in values.values())
-            if world > 1:  # every process stops at the same step
-                flag = torch.tensor([1.0 if finite else 0.0], device=device)
-                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
-                finite = bool(flag.item())
+            due = 0 < settings.checkpoint_minutes * 60 <= time.monotonic() - last_save
+            stopped = stop.requested
+            if world > 1:  # every process stops, and saves, at the same step
+                flags = torch.tensor([float(not finite), float(stopped), float(due)], device=device)
+                torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+                finite, stopped, due = not bool(flags[0]), bool(flags[1]), bool(flags[2])
             if not finite:
                 raise CopartError(f"Training diverged at step {step} (a loss is not finite: {values}).")
             rate = pairs / max(time.perf_counter() - started, 1e-9)
             report.step, report.pairs_per_second = step, rate
             generators = None
-            if step % settings.checkpoint_every == 0 or step == settings.steps:
+            if step % settings.checkpoint_every == 0 or step == settings.steps or due or stopped:
                 generators = _gather_generators(generator, world)  # every process takes part
+                last_save = time.monotonic()
             if rank == 0:
                 log.write(json.dumps({"step": step, **values, "pairs_per_s": round(rate, 3)}) + "\n")
                 log.flush()
@@ -311,10 +378,24 @@ def train(
                 if generators is not None:
                     _save(out, model, config, optimizers, generators, settings, step,
                           scaler.state_dict() if scaler.is_enabled() else None)
+            if generators is not None:
+                saved = step
                 if on_step is not None:
                     on_step(step, settings.steps, values, rate)
+            if stopped:
+                break
+        if stop.requested and not stopped and step < settings.steps:
+            # asked to stop while waiting for data (the workers ended): keep what is done
+            stopped = True
+            if saved != step:
+                generators = _gather_generators(generator, world)
+                if rank == 0:
+                    _save(out, model, config, optimizers, generators, settings, step,
+                          scaler.state_dict() if scaler.is_enabled() else None)
         completed = True
     finally:
+        batches.close()  # the workers are shut down now, not at exit
+        stop.__exit__()
         if log is not None:
             log.close()
         if world > 1 and torch.distributed.is_initialized():
@@ -326,27 +407,41 @@ def train(
             for name in ("config.yaml", "log.jsonl"):
                 (out / name).unlink(missing_ok=True)
             shutil.rmtree(out / "train-vis", ignore_errors=True)
+            if created and not any(out.iterdir()):
+                out.rmdir()
     report.step = max(report.step, first_step)
+    if stopped:
+        raise TrainingInterrupted(step, out)
     return report
 
 
-def _batches(loader):
-    """The loader's batches; a failure inside a worker becomes one sentence, not its traceback."""
+def _batches(loader, stop: Optional[_StopRequests] = None):
+    """The loader's batches; a failure inside a worker becomes one sentence, not its traceback.
+    After a stop request, a loader whose workers have ended just ends."""
     iterator = iter(loader)
-    while True:
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            return
-        except CopartError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - worker errors arrive wrapped with their traceback
-            lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-            reason = lines[-1] if lines else type(exc).__name__
-            if reason.startswith("models.errors.CopartError: "):
-                raise CopartError(reason[len("models.errors.CopartError: "):]) from None
-            raise CopartError(f"Reading the training data failed: {reason}") from None
-        yield batch
+    try:
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            except Exception as exc:  # noqa: BLE001 - worker errors arrive wrapped with their traceback
+                if stop is not None and stop.requested:
+                    return
+                text = str(exc)
+                if isinstance(exc, CopartError) and "Traceback" not in text:
+                    raise
+                lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+                reason = lines[-1] if lines else type(exc).__name__
+                for prefix in ("copart.models.errors.CopartError: ", "CopartError: "):
+                    if reason.startswith(prefix):
+                        raise CopartError(reason[len(prefix):]) from None
+                raise CopartError(f"Reading the training data failed: {reason}") from None
+            yield batch
+    finally:
+        shutdown = getattr(iterator, "_shutdown_workers", None)  # PyTorch's clean shutdown of the workers
+        if shutdown is not None:
+            shutdown()
 
 
 def _gather_generators(generator: torch.Generator, world: int) -> list[torch.Tensor]:
@@ -369,12 +464,8 @@ def _save(out: Path, model: CoPartModel, config: dict, optimizers: dict, generat
     )
     numbered = save_atomic(data, out / f"checkpoint-{step:08d}.pth")
     # The latest is the same bytes: copy them (atomically) rather than serialise twice.
-    tmp = out / f".checkpoint.pth.{os.getpid()}.tmp"
-    try:
+    with atomic_path(out / "checkpoint.pth") as tmp:
         shutil.copyfile(numbered, tmp)
-        os.replace(tmp, out / "checkpoint.pth")
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def latest_checkpoint(out: Path) -> Path:

@@ -8,13 +8,17 @@ and the foreground, so segmentation and landmark metrics have exact answers.
 
 from __future__ import annotations
 
+import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from copart.media.write import VideoWriter
+from copart.media.write import VideoWriter, atomic_path, write_atomic_text, write_image
+from copart.models.errors import CopartError
+from copart.models.files import check_creatable
 
 PART_NAMES = ["torso", "head", "left arm", "right arm", "legs"]
 
@@ -114,14 +118,49 @@ def render_video(seed: int, frames: int = 48, size: int = 64):
     return images, labels, landmarks
 
 
+MANIFEST = "synthetic.json"
+MADE = ("train", "test", "groundtruth", "eval", MANIFEST)  # what generate writes into its folder
+
+
+def _save_npz(path: Path, compressed: bool = False, **arrays) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        (np.savez_compressed if compressed else np.savez)(f, **arrays)
+
+
 def generate(out: Path, videos: int = 12, frames: int = 48, size: int = 64, test: int = 3, seed: int = 0,
-             fit_every: int = 4) -> dict:
+             fit_every: int = 4, force: bool = False) -> dict:
     """Write ``videos`` clips: ``out/train/*.mp4`` and ``out/test/*.mp4`` (the last ``test``),
     with ground truth ``out/groundtruth/<name>.npz`` (labels, landmarks, foreground), and the
     same frames in the evaluation layout under ``out/eval`` (train/: every ``fit_every``-th
     frame of the training clips, test/: every frame of the test clips, landmarks .npz, masks).
-    Clips that exist are kept (running twice reuses them)."""
+
+    ``out/synthetic.json`` records the settings: running again with the same ones reuses the
+    clips already written (an interrupted run continues); a folder made with other settings, or
+    not by this function, is refused (``force`` starts copart's own over)."""
     out = Path(out)
+    settings = {"videos": videos, "frames": frames, "size": size, "test": test, "seed": seed, "fit_every": fit_every}
+    manifest = out / MANIFEST
+    if out.exists() and not out.is_dir():
+        raise CopartError(f"{out} is a file, not a folder.")
+    if out.is_dir() and any(out.iterdir()):
+        try:
+            recorded = json.loads(manifest.read_text()) if manifest.is_file() else None
+        except (OSError, ValueError):
+            recorded = None
+        if recorded is None:
+            raise CopartError(f"{out} holds files that copart synthetic did not write; give it a new or empty folder.")
+        if recorded != settings:
+            if not force:
+                different = ", ".join(f"{k} {recorded.get(k)} (now {v})" for k, v in settings.items()
+                                      if recorded.get(k) != v)
+                raise CopartError(f"{out} holds synthetic clips made with other settings ({different}); give another "
+                                  f"folder, or start it over with --force.")
+            for name in MADE:
+                path = out / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    check_creatable(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic_text(manifest, json.dumps(settings, indent=2))
     for sub in ("train", "test", "groundtruth", "eval/train", "eval/test", "eval/masks/test"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     written = []
@@ -130,30 +169,28 @@ def generate(out: Path, videos: int = 12, frames: int = 48, size: int = 64, test
         split = "test" if v >= videos - test else "train"
         name = f"figure{v:03d}"
         path = out / split / f"{name}.mp4"
-        truth = out / "groundtruth" / f"{name}.npz"
+        truth = out / "groundtruth" / f"{name}.npz"  # written last: a clip is complete when it exists
+        step = fit_every if split == "train" else 1
         if path.exists() and truth.exists():
             with np.load(truth) as data:
                 landmarks = data["landmarks"]
-            images = labels = None
         else:
             images, labels, landmarks = render_video(seed * 1000 + v, frames, size)
-            writer = VideoWriter(path, size, size, 25, None, crf=12)
-            for image in images:
-                writer.write(image)
-            writer.close()
-            np.savez_compressed(truth, labels=labels, landmarks=landmarks, foreground=labels > 0,
-                                part_names=np.array(PART_NAMES))
-            written.append(path)
-        step = fit_every if split == "train" else 1
-        for i in range(0, len(landmarks), step):
-            file_name = f"{name}_{i:04d}.png"
-            tables[split][file_name] = landmarks[i]
-            if images is not None:
-                cv2.imwrite(str(out / "eval" / split / file_name), cv2.cvtColor(images[i], cv2.COLOR_RGB2BGR))
+            for i in range(0, len(landmarks), step):
+                file_name = f"{name}_{i:04d}.png"
+                write_image(images[i], out / "eval" / split / file_name)
                 if split == "test":
-                    cv2.imwrite(str(out / "eval" / "masks" / "test" / file_name), (labels[i] > 0).astype(np.uint8) * 255)
+                    write_image((labels[i] > 0).astype(np.uint8) * 255, out / "eval" / "masks" / "test" / file_name)
+            with VideoWriter(path, size, size, 25, None, crf=12) as writer:
+                for image in images:
+                    writer.write(image)
+            _save_npz(truth, compressed=True, labels=labels, landmarks=landmarks, foreground=labels > 0,
+                      part_names=np.array(PART_NAMES))
+            written.append(path)
+        for i in range(0, len(landmarks), step):
+            tables[split][f"{name}_{i:04d}.png"] = landmarks[i]
     for split, table in tables.items():
         names = sorted(table)
-        np.savez(out / "eval" / f"{split}_landmarks.npz", file_name=np.asarray(names),
-                 landmarks=np.stack([table[n] for n in names]))
+        _save_npz(out / "eval" / f"{split}_landmarks.npz", file_name=np.asarray(names),
+                  landmarks=np.stack([table[n] for n in names]))
     return {"videos": videos, "written": len(written), "folder": str(out)}
