@@ -41,8 +41,11 @@ def _root(
     version: Optional[bool] = typer.Option(
         None, "--version", callback=_version, is_eager=True, help="Print copart's version and exit."
     ),
+    offline: bool = typer.Option(False, "--offline", help="Never touch the network (the same as COPART_OFFLINE=1)."),
 ) -> None:
     """Part-level video editing with Motion-supervised Co-Part Segmentation."""
+    if offline:
+        os.environ["COPART_OFFLINE"] = "1"
 
 
 class _Stopped(Exception):
@@ -57,6 +60,7 @@ INTERRUPTED = {
     "parts": "interrupted; nothing written",
     "synthetic": "interrupted; the clips finished so far are kept, and running it again continues",
     "train": "interrupted before training started; nothing saved",
+    "models": "interrupted; nothing was added to the cache",
 }
 
 
@@ -73,7 +77,7 @@ def _interruptible(name: str, command):
 
 
 def _register() -> None:
-    from copart.commands import demo, evaluate, info, parts, segment, swap, synthetic, train
+    from copart.commands import demo, evaluate, info, models, parts, segment, swap, synthetic, train
 
     for name, module, function in (
         ("train", train, train.train),
@@ -86,6 +90,9 @@ def _register() -> None:
         ("synthetic", synthetic, synthetic.synthetic),
     ):
         app.command(name, help=module.HELP, epilog=module.EPILOG)(_interruptible(name, function))
+    for command in models.app.registered_commands:
+        command.callback = _interruptible("models", command.callback)
+    app.add_typer(models.app, name="models")
 
 
 _register()

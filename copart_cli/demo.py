@@ -147,7 +147,6 @@ def run(folder: Path, steps: int = 800, quick: bool = False, report: Reporter = 
     sizes = {"videos": 6, "frames": 24, "test": 2, "batch_size": 8} if quick else \
         {"videos": 12, "frames": 48, "test": 3, "batch_size": 16}
     _reuse_or_start_over(folder, {"preset": PRESET, "size": 64, **sizes}, say)
-    pictures.mkdir(exist_ok=True)
     timings: dict[str, float] = {}
 
     def timed(name, action):
@@ -212,6 +211,7 @@ def run(folder: Path, steps: int = 800, quick: bool = False, report: Reporter = 
     scores: dict = {}
 
     def evaluating():
+        pictures.mkdir(exist_ok=True)  # made when there is something to put in it
         with report.progress("eval", "images") as progress:
             scores.update(evaluate(data / "eval", model, metric="all", plot_path=pictures / "eval.png",
                                    progress=progress))

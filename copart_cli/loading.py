@@ -3,14 +3,13 @@ part names; the device."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 
-from copart import presets
+from copart import hub, presets
 from copart.models.checkpoint import (
     MODULES,
     LoadedModel,
@@ -33,7 +32,7 @@ DEFAULT_K = 5
 
 def model_home() -> Path:
     """Where published checkpoints are looked up: ``$COPART_HOME``, default ``~/.cache/copart``."""
-    return Path(os.environ.get("COPART_HOME") or Path.home() / ".cache" / "copart").expanduser()
+    return hub.home()
 
 
 def _vox_preset(k: int) -> str:
@@ -42,19 +41,17 @@ def _vox_preset(k: int) -> str:
     return f"vox-256-sem-{k}segments"
 
 
-def published_path(preset: str) -> Path:
-    """The published checkpoint of a preset in the model folder, or one clear error."""
-    home = model_home()
-    names = [presets.PUBLISHED[preset]] if preset in presets.PUBLISHED else []
-    names.append(f"{Path(preset).stem}.pth.tar")
-    for name in names:
-        if (home / name).is_file():
-            return home / name
-    wanted = names[0]
-    authors = preset in presets.PUBLISHED or preset in presets.PUBLISHED_UNNAMED
-    where = f"from the authors ({presets.AUTHORS_DOWNLOAD})" if authors else "for this preset"
+def published_path(preset: str, downloads=None) -> Path:
+    """The published checkpoint of a preset in the model cache, fetched (and verified) on first
+    use when copart knows where it is published; else one clear error."""
+    known = hub.for_preset(preset)
+    if known is not None:
+        return hub.pull(known, downloads)
+    path = model_home() / f"{Path(preset).stem}.pth.tar"
+    if path.is_file():
+        return path
     raise CopartError(
-        f"The checkpoint {wanted} is not in {home}: download it {where} and put it there "
+        f"The checkpoint {path.name} is not in {model_home()}: train one for this preset and put it there "
         f"(or set COPART_HOME), or pass --checkpoint FILE."
     )
 
@@ -68,8 +65,9 @@ class ModelChoice:
     preset: Optional[str] = None
     checkpoint: Optional[Path] = None
 
-    def load(self, device: str = "cpu") -> LoadedModel:
-        return resolve_model(self.k, self.preset, self.checkpoint, device)
+    def load(self, device: str = "cpu", downloads=None) -> LoadedModel:
+        """The model, its published file fetched on first use (``downloads`` reports that)."""
+        return resolve_model(self.k, self.preset, self.checkpoint, device, downloads)
 
 
 def resolve_model(
@@ -77,6 +75,7 @@ def resolve_model(
     preset: Optional[str] = None,
     checkpoint: Optional[Path] = None,
     device: str = "cpu",
+    downloads=None,
 ) -> LoadedModel:
     """The model a command runs, from the options a user gave.
 
@@ -88,7 +87,7 @@ def resolve_model(
     """
     if checkpoint is None:
         name = preset or _vox_preset(k or DEFAULT_K)
-        checkpoint = published_path(presets.label(name) if preset else name)
+        checkpoint = published_path(presets.label(name) if preset else name, downloads)
     else:
         checkpoint = Path(checkpoint).expanduser()
     config, label, data, names = None, "the configuration", None, None
@@ -199,8 +198,9 @@ def describe(target: str, preset: Optional[str] = None) -> dict:
         model_config = ModelConfig.from_dict(config, label)  # no weights needed to describe it
         names = validate_part_names(config.get("part_names"), model_config.num_segments, label)
         report = _base(label, "preset", model_config, config, names)
-        if label in presets.PUBLISHED:
-            report["published_checkpoint"] = presets.PUBLISHED[label]
+        published = hub.for_preset(label)
+        if published is not None:
+            report["published_checkpoint"] = published.file
         return report
 
     path = Path(target).expanduser()

@@ -3,17 +3,20 @@ import this; the jobs below them report through plain callables."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Optional
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
+    DownloadColumn,
     MofNCompleteColumn,
     Progress,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
+    TransferSpeedColumn,
 )
 
 
@@ -107,3 +110,30 @@ class TrainingProgress:
             self.task = self.bar.add_task("train", total=total, completed=step - 1, losses="", rate="-")
         shown = f"{rate:.1f}"
         self.bar.update(self.task, completed=step, rate=shown, losses=self.losses_text(step, total, losses, shown))
+
+
+class BytesProgress:
+    """A download bar: bytes done of the total, speed, time left. Called as ``(done, total)``."""
+
+    def __init__(self, out: Console, description: str):
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+                            TransferSpeedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=out)
+        self.description = description
+        self.task = None
+
+    def __enter__(self) -> "BytesProgress":
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+    def __call__(self, done: int, total: Optional[int] = None) -> None:
+        if self.task is None:
+            self.task = self.bar.add_task(self.description, total=total)
+        self.bar.update(self.task, completed=done, total=total)
+
+
+def downloads(out: Console) -> SimpleNamespace:
+    """How a model download reports on a terminal: one line, then a bytes bar."""
+    return SimpleNamespace(say=lambda text: out.print(escape(text)), bar=lambda name: BytesProgress(out, name))

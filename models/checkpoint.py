@@ -24,7 +24,7 @@ import torch
 
 from .config import ModelConfig, ReconstructionParams, SegmentationParams
 from .errors import CopartError, first_line
-from .files import atomic_path
+from .files import atomic_path, looks_like
 from .model import CoPartModel
 
 FORMAT_VERSION = 1
@@ -73,7 +73,7 @@ def _unreadable(path: Path, exc: Exception) -> CopartError:
         if isinstance(exc, pickle.UnpicklingError):
             return _holds_objects(path)
         return CopartError(f"{path} is truncated or corrupt; download it again.")
-    kind = _looks_like(head)
+    kind = looks_like(head)
     return CopartError(
         f"{path} is not a PyTorch checkpoint: "
         + (f"it looks like {kind}." if kind else "it is neither a zip archive nor a pickle.")
@@ -87,49 +87,6 @@ def _holds_objects(path: Path) -> CopartError:
     )
 
 
-# First bytes of files people give in place of a checkpoint.
-_MAGIC = (
-    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
-    (b"\xff\xd8\xff", "a JPEG image"),
-    (b"GIF87a", "a GIF image"),
-    (b"GIF89a", "a GIF image"),
-    (b"II*\x00", "a TIFF image"),
-    (b"MM\x00*", "a TIFF image"),
-    (b"\x1a\x45\xdf\xa3", "a Matroska/WebM video"),
-    (b"OggS", "an Ogg video or sound"),
-    (b"FLV\x01", "an FLV video"),
-    (b"\x00\x00\x01\xba", "an MPEG video"),
-    (b"\x00\x00\x01\xb3", "an MPEG video"),
-    (b"ID3", "an MP3 sound"),
-    (b"%PDF", "a PDF document"),
-    (b"\x1f\x8b", "a gzip archive"),
-    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
-    (b"\x93NUMPY", "a NumPy array file"),
-    (b"\x89HDF\r\n\x1a\n", "an HDF5 file"),
-)
-_RIFF = {b"WEBP": "a WebP image", b"AVI ": "an AVI video", b"WAVE": "a WAV sound"}
-_HEIF_BRANDS = (b"heic", b"heix", b"mif1", b"msf1", b"avif", b"avis")
-
-
-def _looks_like(head: bytes) -> Optional[str]:
-    """What a file that starts with ``head`` looks like ("an MP4/MOV video", "a text file"), or None."""
-    if head[4:8] == b"ftyp":  # ISO base media: MP4, MOV, M4V, 3GP, HEIF, AVIF
-        return "a HEIF/AVIF image" if head[8:12] in _HEIF_BRANDS else "an MP4/MOV video"
-    if head[:4] == b"RIFF" and head[8:12] in _RIFF:
-        return _RIFF[head[8:12]]
-    if head[:2] == b"BM" and head[6:10] == b"\x00\x00\x00\x00":
-        return "a BMP image"
-    if len(head) > 188 and head[0] == head[188] == 0x47:  # MPEG-TS packets
-        return "an MPEG-TS video"
-    for magic, kind in _MAGIC:
-        if head.startswith(magic):
-            return kind
-    if head and all(b >= 0x20 or b in b"\t\n\r\f" for b in head):
-        text = head.lstrip().lower()
-        if text.startswith((b"<!doctype html", b"<html")):
-            return "an HTML web page"
-        return "a text file"
-    return None
 
 
 def detect_layout(data: dict, path="the checkpoint") -> str:

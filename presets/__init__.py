@@ -14,21 +14,6 @@ from copart.models.errors import CopartError
 
 PRESET_DIR = Path(__file__).resolve().parent
 
-# The published vox checkpoints, by the file names the authors publish them under.
-PUBLISHED = {
-    "vox-256-sem-5segments": "vox-5segments.pth.tar",
-    "vox-256-sem-10segments": "vox-10segments.pth.tar",
-    "vox-256-sem-15segments": "vox-15segments.pth.tar",
-}
-# Presets whose checkpoint the authors publish under a name not recorded here: copart looks
-# for <preset>.pth.tar and says where to download it.
-PUBLISHED_UNNAMED = ("taichi-256-sem",)
-# Where the authors publish them (their README's links).
-AUTHORS_DOWNLOAD = (
-    "https://drive.google.com/open?id=1SsBifjoM_qO0iFzb8wLlsz_4qW2j8dZe or https://yadi.sk/d/2hTyhEcqo_5ruA"
-)
-
-
 def names() -> list[str]:
     """Every preset shipped with copart."""
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))

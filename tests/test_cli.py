@@ -173,10 +173,12 @@ def test_help_and_version_load_no_torch(tmp_path, args):
 ])
 def test_a_missing_published_checkpoint_says_where_to_get_it(tmp_path, monkeypatch, carphone, args, wanted, authors):
     monkeypatch.setenv("COPART_HOME", str(tmp_path))
+    monkeypatch.setenv("COPART_OFFLINE", "1")
     result = runner.invoke(app, ["segment", *args, str(carphone), "-o", str(tmp_path / "o.mp4")])
     message = str(result.exception)
     assert wanted in message and str(tmp_path) in message, message
-    assert (presets.AUTHORS_DOWNLOAD in message) == authors, message
+    assert ("https://yadi.sk/d/2hTyhEcqo_5ruA" in message) == authors, message
+    assert ("COPART_OFFLINE=1 forbids downloading it" in message) == authors, message
 
 
 def test_the_core_names_no_command_line_flags():
@@ -232,14 +234,15 @@ def _imports(path: Path, name: str) -> set[str]:
 LAYERS = [
     ("copart.app", {"copart.commands", "copart.ui", "copart.models.errors", "copart"}),
     ("copart.commands", {"copart.commands.options", "copart.ui", "copart.demo", "copart.editing", "copart.training",
-                         "copart.evaluation", "copart.loading", "copart.models"}),
+                         "copart.evaluation", "copart.loading", "copart.hub", "copart.models"}),
     ("copart.ui", set()),
     ("copart.demo", {"copart.editing", "copart.training", "copart.evaluation", "copart.loading", "copart.media",
                      "copart.models"}),
     ("copart.editing", {"copart.editing", "copart.inference", "copart.loading", "copart.media", "copart.models"}),
     ("copart.evaluation", {"copart.evaluation", "copart.inference", "copart.loading", "copart.media", "copart.models"}),
     ("copart.training", {"copart.training", "copart.presets", "copart.media", "copart.models", "copart"}),
-    ("copart.loading", {"copart.presets", "copart.models", "copart"}),
+    ("copart.loading", {"copart.hub", "copart.presets", "copart.models", "copart"}),
+    ("copart.hub", {"copart.presets", "copart.models", "copart"}),
     ("copart.inference", {"copart.models"}),
     ("copart.media", {"copart.media", "copart.models"}),
     ("copart.presets", {"copart.models.errors"}),

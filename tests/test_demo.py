@@ -103,3 +103,16 @@ def test_every_example_after_the_demo_runs_as_written(tmp_path, monkeypatch):
                 continue  # the demo itself ran above
             result = runner.invoke(app, shlex.split(command)[1:])
             assert result.exit_code == 0, f"{where}: {command}\n{result.output}\n{result.exception!r}"
+
+
+def test_the_demo_time_is_one_range_in_the_readme_and_the_help():
+    import re
+
+    from copart.commands import demo
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    ranges = set(re.findall(r"(\d+) to (\d+) minutes on a 2-core CPU", readme + demo.HELP))
+    assert ranges == {("6", "9")}, ranges
+    # the measurements quoted lie inside the range
+    seconds = [int(s) for s in re.findall(r"(\d{3}) s", readme[: readme.index("What the demo shows")])]
+    assert seconds and all(6 * 60 <= s <= 9 * 60 for s in seconds), seconds

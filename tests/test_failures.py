@@ -82,7 +82,7 @@ def test_ctrl_c_stops_the_demo_at_once_and_a_rerun_can_continue(tmp_path):
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith(("train", "\r"))]
     assert lines[-1] == f"Interrupted; run copart demo {folder} again to continue from what was finished.", err
     assert "Traceback" not in err and "Error" not in err and "4/5" not in out
-    assert not (folder / "summary.json").exists()
+    assert not (folder / "summary.json").exists() and not (folder / "pictures").exists()
     from copart.models.checkpoint import read_checkpoint
     assert read_checkpoint(folder / "run" / "checkpoint.pth")["step"] >= 1  # where a rerun continues
 
@@ -336,7 +336,7 @@ def test_the_detector_says_what_happened(tmp_path, monkeypatch):
 
     monkeypatch.delenv("COPART_OFFLINE")
 
-    def unreachable(url, dst, progress=True):
+    def unreachable(url, dst, hash_prefix=None, progress=True):
         raise OSError("Network is unreachable")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", unreachable)

@@ -155,7 +155,7 @@ def test_bad_configurations_are_one_sentence(tmp_path):
 
 # The module each declared dependency is imported as.
 IMPORT_NAMES = {"torch": "torch", "typer": "typer", "rich": "rich", "av": "av", "face-alignment": "face_alignment",
-                "numpy": "numpy", "pyyaml": "yaml", "opencv-python": "cv2"}
+                "numpy": "numpy", "pyyaml": "yaml", "opencv-python": "cv2", "gdown": "gdown"}
 
 
 def test_every_declared_dependency_is_imported():

@@ -57,7 +57,7 @@ def eval_command(
                            fit_landmarks=fit_landmarks, test_landmarks=test_landmarks, masks=masks,
                            trust_pickle=trust_pickle, crop=crop, plot_path=plot_path, batch_size=batch_size,
                            device=device, precision=precision.value, progress=progress,
-                           notice=ui.notice(console))
+                           notice=ui.notice(console), downloads=ui.downloads(console))
     if as_json:
         typer.echo(json.dumps(results, indent=2))
         return

@@ -61,7 +61,7 @@ def segment(
                      masks=masks, png_dir=png_dir, smooth=smooth, force=force, no_crop=no_crop, start=start, end=end,
                      max_frames=max_frames, fps=fps, device=device, batch_size=batch_size,
                      precision=precision.value, crf=crf, detector=detector.value, margin=margin,
-                     progress=progress, notice=ui.notice(console))
+                     progress=progress, notice=ui.notice(console), downloads=ui.downloads(console))
     stats = result.stats
     summary = f"Segmented {stats.frames} frame{'s' if stats.frames != 1 else ''}, {stats.seconds:.1f} s, " \
               f"{stats.frames / max(stats.seconds, 1e-9):.2f} frames/s"

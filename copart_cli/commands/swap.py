@@ -56,7 +56,7 @@ def swap(
                      source_mask=source_mask, no_crop=no_crop, source_frame=source_frame, start=start, end=end,
                      max_frames=max_frames, device=device, batch_size=batch_size, precision=precision.value,
                      crf=crf, detector=detector.value, margin=margin, progress=progress,
-                     notice=ui.notice(console))
+                     notice=ui.notice(console), downloads=ui.downloads(console))
     stats = result.stats
     summary = (
         f"{stats.frames} frame{'s' if stats.frames != 1 else ''}, {stats.seconds:.1f} s, "

@@ -44,7 +44,8 @@ def train(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Pairs per step, over all processes."),
     loss: Optional[Loss] = typer.Option(None, "--loss", help="Reconstruction loss: perceptual (VGG-19) or pixel."),
     variant: Optional[Variant] = typer.Option(None, "--variant", help="Ablation of Table 1(b) (default: full)."),
-    init: Optional[Path] = typer.Option(None, "--init", help="Start from a First Order Motion Model or copart checkpoint."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from a First Order Motion Model or copart "
+                                                              "checkpoint (a file, or vox-cpk: fetched)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the data order, augmentation and weights."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader worker processes (default 2)."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1,
@@ -64,6 +65,10 @@ def train(
     console = ui.console()
     rank = int(os.environ.get("RANK", "0"))
     device = pick_device(device)
+    if init is not None and not Path(init).expanduser().exists() and "/" not in str(init):
+        from copart import hub
+
+        init = hub.pull(hub.entry(str(init)), ui.downloads(console))  # a model by name, e.g. vox-cpk
     overrides = None
     if resume is not None:
         if init is not None:

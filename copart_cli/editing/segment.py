@@ -178,6 +178,7 @@ def segment(
     margin: float = 0.3,
     progress: Optional[Progress] = None,
     notice: Callable[[str], None] = lambda text: None,
+    downloads=None,
 ) -> SegmentResult:
     """Paint the parts of every frame of ``target`` (``style``: overlay, mask or side-by-side;
     soft or ``hard``), with a legend beside it; optionally the part maps (``masks``, .npz)
@@ -198,7 +199,7 @@ def segment(
             png_dir = _check_png_dir(Path(png_dir).expanduser(), force,
                                      [target, out_path, legend_path] + ([masks] if masks else []))
         device = pick_device(device)
-        loaded = model.load(device)
+        loaded = model.load(device, downloads)
         net = loaded.model
         size = net.config.image_size[0]
         colours = render.palette(net.num_segments)

@@ -78,6 +78,7 @@ def swap(
     margin: float = 0.3,
     progress: Optional[Progress] = None,
     notice: Callable[[str], None] = lambda text: None,
+    downloads=None,
 ) -> SwapResult:
     """Swap ``parts`` (names or channel numbers) of the face in ``source`` into every frame of
     ``target``; a video gives an MP4 with the target's timing and sound, an image an image."""
@@ -86,7 +87,7 @@ def swap(
         out_path = output_path(target, source, output, force, reader.still)
         face = source_image(source, source_frame)
         device = pick_device(device)
-        loaded = model.load(device)
+        loaded = model.load(device, downloads)
         channels = parse_parts(parts, loaded.part_names, loaded.model.num_segments)
         size = loaded.model.config.image_size[0]
         notices: list[str] = []

@@ -103,6 +103,7 @@ def evaluate(
     precision: str = "fp32",
     progress: Optional[Progress] = None,
     notice: Callable[[str], None] = lambda text: None,
+    downloads=None,
 ) -> dict:
     """Score ``model`` on ``root`` (``train/`` fit images, ``test/`` held-out images, their
     landmarks and ``masks/test/``); returns the results as plain data: ``mae`` (``sum``, the
@@ -127,7 +128,7 @@ def evaluate(
     if plot_path is not None and plot_path.suffix.lower() != ".png":
         raise CopartError(f"--plot {plot_path} must be a .png file.")
 
-    loaded = model.load(device)
+    loaded = model.load(device, downloads)
     notices: list[str] = []
     detector = make_detector("auto", device, notices) if crop else None
     for text in notices:

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from copart.models.errors import CopartError, first_line
+from copart.models.files import sniff
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -39,26 +40,10 @@ def is_image(path: Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
-# First bytes of the formats copart reads: a file that starts as one but cannot be opened is cut short.
-_MAGIC = (
-    (0, b"\x89PNG\r\n\x1a\n", "a PNG image"),
-    (0, b"\xff\xd8\xff", "a JPEG image"),
-    (0, b"GIF8", "a GIF"),
-    (8, b"WEBP", "a WebP image"),
-    (4, b"ftyp", "an MP4/MOV video"),
-    (0, b"\x1a\x45\xdf\xa3", "a Matroska/WebM video"),
-    (8, b"AVI ", "an AVI video"),
-    (0, b"FLV\x01", "an FLV video"),
-    (0, b"OggS", "an Ogg video"),
-    (0, b"\x00\x00\x01\xba", "an MPEG video"),
-)
-
-
 def _starts_as(path: Path) -> Optional[str]:
-    """The format a file's first bytes name ("an MP4/MOV video"), or None."""
-    with open(path, "rb") as f:
-        head = f.read(16)
-    return next((kind for offset, magic, kind in _MAGIC if head[offset:offset + len(magic)] == magic), None)
+    """The media format a file's first bytes name ("an MP4/MOV video"), or None."""
+    kind = sniff(path)
+    return kind if kind and kind.endswith((" video", " image")) else None
 
 
 def _truncated(what: str, path: Path, kind: str, detail: str = "") -> CopartError:

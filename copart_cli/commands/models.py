@@ -1,0 +1,100 @@
+"""``copart models``: the published models by name — list, pull, verify, path, remove."""
+
+from __future__ import annotations
+
+import json
+from typing import List
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from copart import ui
+
+HELP = "List, fetch, verify and remove the published models copart uses (cache: $COPART_HOME)."
+EPILOG = (
+    "Examples:\n\n"
+    "  copart models list\n\n"
+    "  copart models pull vox-10segments s3fd\n\n"
+    "  copart models verify\n\n"
+    "  copart models path vox-cpk\n\n"
+    "Sources, in order: $COPART_MIRROR (URL/FILE, URL/FILE.sha256), the authors' Yandex Disk, their Google\n"
+    "Drive; COPART_OFFLINE=1 never touches the network."
+)
+
+app = typer.Typer(help=HELP, epilog=EPILOG, no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
+
+
+@app.command("list", help="Every model copart knows: name, K, what it is for, size, cached, verified.")
+def list_models(as_json: bool = typer.Option(False, "--json", help="Print the list as JSON.")) -> None:
+    from copart import hub
+
+    rows = []
+    for e in hub.catalog().values():
+        record = hub.recorded(e)
+        cached = hub.is_cached(e)
+        size = e.path.stat().st_size if cached else (record or {}).get("size") or e.approx_size
+        rows.append({"name": e.name, "k": e.k, "purpose": e.purpose, "file": e.file, "size": size,
+                     "cached": cached, "verified": bool(cached and record), "path": str(e.path)})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"copart models (cache {hub.home()})", title_justify="left")
+    for column in ("name", "K", "for", "size", "cached", "verified"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["name"], str(row["k"] or ""), row["purpose"], hub._human(row["size"]),
+                      "yes" if row["cached"] else "no", "yes" if row["verified"] else "no")
+    Console(highlight=False).print(table)
+
+
+@app.command("pull", help="Fetch models into the cache (verified); nothing to do for those already there.")
+def pull(names: List[str] = typer.Argument(..., help="Model names (copart models list)."),
+         force: bool = typer.Option(False, "--force", help="Fetch again even when cached.")) -> None:
+    from copart import hub
+
+    console = ui.console()
+    for name in names:
+        e = hub.entry(name)
+        if hub.is_cached(e) and not force:
+            typer.echo(f"{e.name}: already in {e.path}")
+            continue
+        path = hub.pull(e, ui.downloads(console), force=force)
+        typer.echo(f"{e.name}: verified -> {path}")
+
+
+@app.command("verify", help="Re-check cached models against the checksums recorded when they were fetched.")
+def verify(names: List[str] = typer.Argument(None, help="Model names (default: every cached one).")) -> None:
+    from copart import hub
+    from copart.models.errors import CopartError
+
+    entries = [hub.entry(n) for n in names] if names else [e for e in hub.catalog().values() if hub.is_cached(e)]
+    if not entries:
+        typer.echo(f"No models in the cache ({hub.home()}).")
+        return
+    failed = []
+    for e in entries:
+        try:
+            typer.echo(f"{e.name}: ok, {hub.verify(e)}")
+        except CopartError as exc:  # the error names the file: one line, below
+            failed.append(exc)
+    if failed:
+        raise failed[0] if len(failed) == 1 else CopartError(
+            f"{len(failed)} models fail their checks: " + "; ".join(str(f).rstrip(".") for f in failed) + ".")
+
+
+@app.command("path", help="Where a model's file is (or goes) in the cache.")
+def path(name: str = typer.Argument(..., help="Model name.")) -> None:
+    from copart import hub
+
+    typer.echo(str(hub.entry(name).path))
+
+
+@app.command("remove", help="Delete a model's file from the cache.")
+def remove(names: List[str] = typer.Argument(..., help="Model names.")) -> None:
+    from copart import hub
+
+    for name in names:
+        e = hub.entry(name)
+        typer.echo(f"{e.name}: {'removed ' + str(e.path) if hub.remove(e) else 'was not in the cache'}")
+
