@@ -35,14 +35,35 @@ def warning(out: Console):
     return lambda text: out.print(f"[yellow]Warning:[/] {escape(text)}.")
 
 
-class CountProgress:
+class _Bar:
+    """A rich progress bar used as a context manager; its one task starts on the first update."""
+
+    def __init__(self, bar: Progress, description: str):
+        self.bar, self.description, self.task = bar, description, None
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+    def _update(self, done: int, total, start: int = 0, **fields) -> None:
+        """Show ``done`` of ``total`` with the text ``fields``; the task starts at ``start``."""
+        if self.task is None:
+            self.task = self.bar.add_task(self.description, total=total, completed=start,
+                                          **{k: "-" if k == "rate" else "" for k in fields})
+        self.bar.update(self.task, total=total, completed=done, **fields)
+
+
+class CountProgress(_Bar):
     """A progress bar for a count of items (frames, images): done, items/s, time left.
 
     Use as a context manager; calling it with ``(done, total)`` updates the bar.
     """
 
     def __init__(self, out: Console, description: str, unit: str = "frames"):
-        self.bar = Progress(
+        super().__init__(Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
@@ -52,26 +73,14 @@ class CountProgress:
             TimeRemainingColumn(),
             console=out,
             transient=False,
-        )
-        self.description = description
-        self.task = None
-
-    def __enter__(self) -> "CountProgress":
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.bar.__exit__(*exc)
+        ), description)
 
     def __call__(self, done: int, total: Optional[int] = None) -> None:
-        if self.task is None:
-            self.task = self.bar.add_task(self.description, total=total, rate="-")
-        task = self.bar.tasks[0]
-        rate = f"{done / task.elapsed:.2f}" if done and task.elapsed else "-"
-        self.bar.update(self.task, completed=done, total=total, rate=rate)
+        elapsed = self.bar.tasks[0].elapsed if self.bar.tasks else None
+        self._update(done, total, rate=f"{done / elapsed:.2f}" if done and elapsed else "-")
 
 
-class TrainingProgress:
+class TrainingProgress(_Bar):
     """The training line: step, pairs/s and time left first, then as many losses as fit in the
     terminal's width. Called as ``(step, total, losses, rate)``."""
 
@@ -80,18 +89,11 @@ class TrainingProgress:
 
     def __init__(self, out: Console, disable: bool = False):
         self.out = out
-        self.bar = Progress(TextColumn("[bold]train"), BarColumn(bar_width=self.BAR),
-                            TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[rate]} pairs/s"),
-                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                            TextColumn("{task.fields[losses]}"), console=out, disable=disable)
-        self.task = None
-
-    def __enter__(self) -> "TrainingProgress":
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.bar.__exit__(*exc)
+        super().__init__(Progress(TextColumn("[bold]train"), BarColumn(bar_width=self.BAR),
+                                  TextColumn("{task.completed}/{task.total}"),
+                                  TextColumn("{task.fields[rate]} pairs/s"), TimeElapsedColumn(), TextColumn("ETA"),
+                                  TimeRemainingColumn(), TextColumn("{task.fields[losses]}"), console=out,
+                                  disable=disable), "train")
 
     def losses_text(self, step: int, total: int, losses: dict, rate: str) -> str:
         """The losses, total first, as many as fit beside the rest of the line."""
@@ -106,32 +108,20 @@ class TrainingProgress:
         return text
 
     def __call__(self, step: int, total: int, losses: dict, rate: float) -> None:
-        if self.task is None:
-            self.task = self.bar.add_task("train", total=total, completed=step - 1, losses="", rate="-")
         shown = f"{rate:.1f}"
-        self.bar.update(self.task, completed=step, rate=shown, losses=self.losses_text(step, total, losses, shown))
+        self._update(step, total, start=step - 1, rate=shown, losses=self.losses_text(step, total, losses, shown))
 
 
-class BytesProgress:
+class BytesProgress(_Bar):
     """A download bar: bytes done of the total, speed, time left. Called as ``(done, total)``."""
 
     def __init__(self, out: Console, description: str):
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
-                            TransferSpeedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=out)
-        self.description = description
-        self.task = None
-
-    def __enter__(self) -> "BytesProgress":
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.bar.__exit__(*exc)
+        super().__init__(Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+                                  TransferSpeedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=out),
+                         description)
 
     def __call__(self, done: int, total: Optional[int] = None) -> None:
-        if self.task is None:
-            self.task = self.bar.add_task(self.description, total=total)
-        self.bar.update(self.task, completed=done, total=total)
+        self._update(done, total)
 
 
 def downloads(out: Console) -> SimpleNamespace:
