@@ -138,12 +138,14 @@ def recorded(e: Entry) -> Optional[dict]:
     return _lock().get(e.name)
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
+def digests_of(path: Path) -> tuple[str, str]:
+    """sha256 and md5 of a file, in one streaming pass."""
+    sha256, md5 = hashlib.sha256(), hashlib.md5()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+            sha256.update(block)
+            md5.update(block)
+    return sha256.hexdigest(), md5.hexdigest()
 
 
 def _human(size: Optional[int]) -> str:
@@ -172,14 +174,12 @@ def check_file(e: Entry, path: Path, size: Optional[int] = None, sha256: Optiona
     if size is not None and actual != size:
         cut = " (a cut transfer)" if by == "the source" else ""
         raise CheckFailed(f"its size is {actual:,} bytes where {by} says {size:,}{cut}")
-    digest = sha256_of(path)
+    digest, md5_digest = digests_of(path)
     for wanted, what in ((sha256, f"{by}'s sha256"), (e.sha256, "the sha256 copart knows")):
         if wanted and digest != wanted.lower():
             raise CheckFailed(f"its sha256 {digest[:16]}… is not {what} {wanted[:16]}…")
-    if md5:
-        md5_digest = hashlib.md5(path.read_bytes()).hexdigest() if actual < 1 << 30 else None
-        if md5_digest and md5_digest != md5.lower():
-            raise CheckFailed(f"its md5 {md5_digest} is not the source's {md5}")
+    if md5 and md5_digest != md5.lower():
+        raise CheckFailed(f"its md5 {md5_digest} is not the source's {md5}")
     if e.hash_prefix and not digest.startswith(e.hash_prefix):
         raise CheckFailed(f"its sha256 does not start with {e.hash_prefix}, as its file name says it must")
     _check_structure(e, path)
@@ -260,16 +260,23 @@ def http_fetch(url: str, tmp: Path, size: Optional[int], progress: Optional[Prog
             length = response.headers.get("Content-Length")
             if total is None and length is not None:
                 total = done + int(length)
-            try:
-                with open(tmp, "ab") as out:
-                    for block in iter(lambda: response.read(CHUNK), b""):
-                        out.write(block)
-                        done += len(block)
-                        if progress is not None:
-                            progress(done, total)
-            except (OSError, ValueError, http.client.HTTPException) as exc:  # URLError is an OSError
+            cut = None
+            with open(tmp, "ab") as out:  # a local write error (a full disk) is not a cut transfer
+                while True:
+                    try:
+                        block = response.read(CHUNK)
+                    except (OSError, ValueError, http.client.HTTPException) as exc:  # URLError is an OSError
+                        cut = exc
+                        break
+                    if not block:
+                        break
+                    out.write(block)
+                    done += len(block)
+                    if progress is not None:
+                        progress(done, total)
+            if cut is not None:
                 if attempt == ATTEMPTS - 1:
-                    raise SourceFailed(f"the transfer from {url} was cut ({first_line(exc)})") from None
+                    raise SourceFailed(f"the transfer from {url} was cut ({first_line(cut)})") from None
                 continue
             if total is not None and done < total:
                 if attempt == ATTEMPTS - 1:
@@ -285,12 +292,12 @@ def _mirror(e: Entry) -> Offer:
     try:
         with _open(f"{url}.sha256", timeout=15) as response:
             text = response.read(4096).decode("ascii", "replace").split()
-            sha256 = text[0].lower() if text and re.fullmatch(r"[0-9a-fA-F]{64}", text[0]) else None
-            if sha256 is None:
-                raise SourceFailed(f"{url}.sha256 holds no sha256")
-    except SourceFailed as exc:
-        if " 404 " not in f" {exc} ":
-            raise
+    except (SourceFailed, OSError, http.client.HTTPException):
+        text = None  # no checksum file (404, or 403 where a bucket hides missing keys): the file alone
+    if text is not None:
+        sha256 = text[0].lower() if text and re.fullmatch(r"[0-9a-fA-F]{64}", text[0]) else None
+        if sha256 is None:
+            raise SourceFailed(f"{url}.sha256 holds no sha256")
     with _open(url, {"Range": "bytes=0-0"}) as response:  # is it there, and how big
         size = None
         match = re.search(r"/(\d+)$", response.headers.get("Content-Range", ""))
@@ -354,17 +361,18 @@ def _drive(e: Entry) -> Offer:
     file_id = wanted[0].id
 
     def fetch(tmp: Path, progress: Optional[Progress]) -> None:
-        tmp.unlink()  # with resume=True, gdown takes a file already there (atomic_path's empty one) as done
+        tmp.unlink()  # gdown writes the file itself (and would take an empty one there as done)
         try:
-            got = gdown.download(id=file_id, output=str(tmp), quiet=True, resume=True)
+            got = gdown.download(id=file_id, output=str(tmp), quiet=True, resume=False)
         except Exception as exc:  # noqa: BLE001
-            for partial in tmp.parent.glob(f"{glob.escape(tmp.name)}*.part"):  # gdown keeps its partial file
-                partial.unlink(missing_ok=True)
             text = str(exc)
             if any(q.lower() in text.lower() for q in QUOTA):
                 raise SourceFailed("Google Drive refuses it for now: its download quota for this file is used up "
                                    "(too many accesses)") from None
             raise SourceFailed(f"Google Drive's transfer failed ({_short(exc)})") from None
+        finally:  # gdown's own partial file, whatever ended the transfer (Ctrl-C too)
+            for partial in tmp.parent.glob(f"{glob.escape(tmp.name)}*.part"):
+                partial.unlink(missing_ok=True)
         if not got or not tmp.is_file():
             raise SourceFailed("Google Drive gave no file")
         if progress is not None:
@@ -428,6 +436,7 @@ def pull(e: Entry, downloads: Optional[Downloads] = None, force: bool = False) -
         raise CopartError(f"{e.name} is not in the cache and COPART_OFFLINE=1 forbids downloading it: "
                           f"{where_to_put(e)}.")
     check_creatable(e.directory)
+    check_creatable(home())  # where the lock file goes
     created = not e.directory.exists()
     e.directory.mkdir(parents=True, exist_ok=True)
     failures = []
@@ -436,6 +445,9 @@ def pull(e: Entry, downloads: Optional[Downloads] = None, force: bool = False) -
             offer = source(e)
         except SourceFailed as exc:
             failures.append(f"{name}: {exc}")
+            continue
+        except (OSError, ValueError, KeyError, TypeError, http.client.HTTPException) as exc:
+            failures.append(f"{name}: its answer could not be read ({first_line(exc)})")
             continue
         downloads.say(f"Fetching {e.name} ({e.file}, {_human(offer.size or e.approx_size)}) from {offer.source} "
                       f"into {e.directory}")

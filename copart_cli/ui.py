@@ -42,15 +42,16 @@ class _Bar:
         self.bar, self.description, self.task = bar, description, None
 
     def __enter__(self):
-        self.bar.__enter__()
-        return self
+        return self  # the display starts with the first update: until then (a model download) others may show
 
     def __exit__(self, *exc) -> None:
-        self.bar.__exit__(*exc)
+        if self.task is not None:
+            self.bar.__exit__(*exc)
 
     def _update(self, done: int, total, start: int = 0, **fields) -> None:
         """Show ``done`` of ``total`` with the text ``fields``; the task starts at ``start``."""
         if self.task is None:
+            self.bar.__enter__()
             self.task = self.bar.add_task(self.description, total=total, completed=start,
                                           **{k: "-" if k == "rate" else "" for k in fields})
         self.bar.update(self.task, total=total, completed=done, **fields)

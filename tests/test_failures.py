@@ -379,3 +379,14 @@ def test_the_training_line_fits_80_columns_with_the_time_left():
     assert len(line.rstrip()) <= 80, line
     assert "28.8 pairs/s" in line and "ETA 0:" in line and "total 3.571" in line, line
     assert line.index("ETA") < line.index("total"), line
+
+
+def test_training_progress_is_reported_every_step(tmp_path, clips):
+    from copart.training import loop
+
+    config, label = loop.new_run_config("cpu-64-sem-5segments", clips)
+    seen = []
+    loop.train(config, tmp_path / "run", loop.TrainSettings(data=str(clips), steps=3, batch_size=4, workers=0,
+                                                            vis_every=0, checkpoint_every=1000),
+               label=label, on_step=lambda step, total, losses, rate: seen.append(step))
+    assert seen == [1, 2, 3]

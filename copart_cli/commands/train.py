@@ -65,10 +65,6 @@ def train(
     console = ui.console()
     rank = int(os.environ.get("RANK", "0"))
     device = pick_device(device)
-    if init is not None and not Path(init).expanduser().exists() and "/" not in str(init):
-        from copart import hub
-
-        init = hub.pull(hub.entry(str(init)), ui.downloads(console))  # a model by name, e.g. vox-cpk
     overrides = None
     if resume is not None:
         if init is not None:
@@ -87,6 +83,8 @@ def train(
     else:
         if preset is None or data is None or out is None:
             raise CopartError("copart train needs --preset, --data and --out (or --resume RUN).")
+        if init is not None and not Path(init).expanduser().exists() and not any(c in str(init) for c in "/."):
+            init = _fetch_init(str(init), console)  # a model by name, e.g. vox-cpk
         config, label = new_run_config(preset, data, variant.value if variant else None, epochs, repeats,
                                        loss.value if loss else None)
         given = {"workers": workers, "checkpoint_every": checkpoint_every, "checkpoint_minutes": checkpoint_minutes,
@@ -108,3 +106,18 @@ def train(
         console.print(f"Note: {note}.")
     if rank == 0:
         typer.echo(f"Trained to step {report.step} ({report.pairs_per_second:.1f} pairs/s) -> {Path(out) / 'checkpoint.pth'}")
+
+
+def _fetch_init(name: str, console) -> Path:
+    """The file of a model named for --init, fetched once: under torchrun the first process of each
+    machine downloads it while the others wait for it."""
+    import time
+
+    from copart import hub
+
+    entry = hub.entry(name)
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        return hub.pull(entry, ui.downloads(console))
+    while not hub.is_cached(entry):
+        time.sleep(2)
+    return entry.path

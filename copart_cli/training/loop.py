@@ -85,7 +85,8 @@ class _StopRequests:
 
     def _ask(self, signum, frame) -> None:
         if self.requested:
-            raise KeyboardInterrupt
+            raise Interrupted("interrupted at once by a second signal, in the middle of a step; the run keeps the "
+                              "checkpoints written before it")
         self.requested = True
 
     def __exit__(self, *exc) -> None:
@@ -94,11 +95,11 @@ class _StopRequests:
 
 
 def _worker_signals(_worker_id: int) -> None:
-    """DataLoader workers leave Ctrl-C to the main process, which stops after the step it is in;
-    SIGTERM ends a worker at once but cleanly (exit 0, which the main process does not take for a
-    crash), so that the main process can still save the step it has the batch for."""
+    """DataLoader workers leave Ctrl-C and SIGTERM to the main process, which stops after the
+    step it is in (every rank at the same step) and then shuts its workers down itself; a worker
+    whose main process is gone exits by PyTorch's own watchdog."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0))
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 @dataclass
@@ -170,6 +171,17 @@ def _make_run_folder(out: Path) -> bool:
         if p.name.startswith("checkpoint") or p.name in ("log.jsonl", "config.yaml", "train-vis"):
             shutil.rmtree(p) if p.is_dir() else p.unlink()
     return created
+
+
+def _remove_unstarted(out: Path, created: bool) -> None:
+    """A new run that failed before its first checkpoint leaves no half-started folder behind."""
+    if any(out.glob("checkpoint*.pth")):
+        return
+    for name in ("config.yaml", "log.jsonl"):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / "train-vis", ignore_errors=True)
+    if created and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -264,67 +276,72 @@ def train(
     created = False
     if not resume and rank == 0:  # the inputs are checked: now the folder may be made
         created = _make_run_folder(out)
-    if world > 1:
-        torch.distributed.barrier()
-    model.to(device)
-    objective.to(device)
-    channels_last = device.startswith("cuda")
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    optimizers = {
-        "segmentation": torch.optim.Adam(model.segmentation_module.parameters(),
-                                         lr=float(train_params.get("lr_segmentation", 2e-4)), betas=(0.5, 0.999)),
-        "reconstruction": torch.optim.Adam(model.reconstruction_module.parameters(),
-                                           lr=float(train_params.get("lr_reconstruction", 2e-4)), betas=(0.5, 0.999)),
-    }
-    generator = torch.Generator().manual_seed(settings.seed * 1000 + rank)
-    step = 0
-    if stored is not None:
-        for module in ("segmentation_module", "reconstruction_module"):
-            getattr(model, module).load_state_dict(stored[module])
-        for name, opt in optimizers.items():
-            opt.load_state_dict(stored["optimizer"][name])
-        states = stored["rng"].get("generators") or [stored["rng"]["generator"]]  # older runs: one
-        if len(states) == world:  # each process's transforms go on where they stopped
-            generator.set_state(states[rank])
-        else:  # resumed on another number of processes: a fresh seed of each one's own
-            generator.manual_seed(settings.seed * 1000 + rank + 7919 * int(stored["step"]))
+    try:  # from here on a failure removes what this run made
+        if world > 1:
+            torch.distributed.barrier()
+        model.to(device)
+        objective.to(device)
+        channels_last = device.startswith("cuda")
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        optimizers = {
+            "segmentation": torch.optim.Adam(model.segmentation_module.parameters(),
+                                             lr=float(train_params.get("lr_segmentation", 2e-4)), betas=(0.5, 0.999)),
+            "reconstruction": torch.optim.Adam(model.reconstruction_module.parameters(),
+                                               lr=float(train_params.get("lr_reconstruction", 2e-4)), betas=(0.5, 0.999)),
+        }
+        generator = torch.Generator().manual_seed(settings.seed * 1000 + rank)
+        step = 0
+        if stored is not None:
+            for module in ("segmentation_module", "reconstruction_module"):
+                getattr(model, module).load_state_dict(stored[module])
+            for name, opt in optimizers.items():
+                opt.load_state_dict(stored["optimizer"][name])
+            states = stored["rng"].get("generators") or [stored["rng"]["generator"]]  # older runs: one
+            if len(states) == world:  # each process's transforms go on where they stopped
+                generator.set_state(states[rank])
+            else:  # resumed on another number of processes: a fresh seed of each one's own
+                generator.manual_seed(settings.seed * 1000 + rank + 7919 * int(stored["step"]))
+                if rank == 0:
+                    warn(f"the run was saved by {len(states)} process(es) and resumes on {world}: the same data order, "
+                         f"but other random transforms than an uninterrupted run")
+            torch.set_rng_state(stored["rng"]["torch"])
+            step = int(stored["step"])
             if rank == 0:
-                warn(f"the run was saved by {len(states)} process(es) and resumes on {world}: the same data order, "
-                     f"but other random transforms than an uninterrupted run")
-        torch.set_rng_state(stored["rng"]["torch"])
-        step = int(stored["step"])
-        if rank == 0:
-            _truncate_log(out / "log.jsonl", step)
-    elif rank == 0:
-        write_atomic_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+                _truncate_log(out / "log.jsonl", step)
+        elif rank == 0:
+            write_atomic_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
 
-    train_model: nn.Module = TrainingModel(model, objective)
-    if world > 1:
-        if device.startswith("cuda"):
-            train_model = nn.SyncBatchNorm.convert_sync_batchnorm(train_model)
-        train_model = nn.parallel.DistributedDataParallel(
-            train_model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None,
-            find_unused_parameters=True,
-        )
-    model.train()
+        train_model: nn.Module = TrainingModel(model, objective)
+        if world > 1:
+            if device.startswith("cuda"):
+                train_model = nn.SyncBatchNorm.convert_sync_batchnorm(train_model)
+            train_model = nn.parallel.DistributedDataParallel(
+                train_model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None,
+                find_unused_parameters=True,
+            )
+        model.train()
 
-    dataset = PairDataset(clips, model_config.image_size, dataset_params.get("augmentation_params"),
-                          bool(dataset_params.get("id_sampling", False)))
-    if settings.steps is None:
-        settings.steps = epochs_to_steps(len(dataset), int(train_params.get("num_repeats", 1)), settings.batch_size,
-                                         int(train_params.get("num_epochs", 1)))
-    sampler = StepSampler(len(dataset), settings.batch_size // world, int(train_params.get("num_repeats", 1)),
-                          settings.seed, step, settings.steps, rank, world)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=settings.workers,
-                        pin_memory=device.startswith("cuda"),
-                        worker_init_fn=_worker_signals if settings.workers else None)
-    precision = settings.precision
-    amp = (torch.autocast(torch.device(device).type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-           if precision != "fp32" else contextlib.nullcontext())
-    scaler = torch.amp.GradScaler(enabled=precision == "fp16" and device.startswith("cuda"))
-    if stored is not None and "scaler" in stored:
-        scaler.load_state_dict(stored["scaler"])
+        dataset = PairDataset(clips, model_config.image_size, dataset_params.get("augmentation_params"),
+                              bool(dataset_params.get("id_sampling", False)))
+        if settings.steps is None:
+            settings.steps = epochs_to_steps(len(dataset), int(train_params.get("num_repeats", 1)), settings.batch_size,
+                                             int(train_params.get("num_epochs", 1)))
+        sampler = StepSampler(len(dataset), settings.batch_size // world, int(train_params.get("num_repeats", 1)),
+                              settings.seed, step, settings.steps, rank, world)
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=settings.workers,
+                            pin_memory=device.startswith("cuda"),
+                            worker_init_fn=_worker_signals if settings.workers else None)
+        precision = settings.precision
+        amp = (torch.autocast(torch.device(device).type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+               if precision != "fp32" else contextlib.nullcontext())
+        scaler = torch.amp.GradScaler(enabled=precision == "fp16" and device.startswith("cuda"))
+        if stored is not None and "scaler" in stored:
+            scaler.load_state_dict(stored["scaler"])
+    except BaseException:
+        if rank == 0 and stored is None:
+            _remove_unstarted(out, created)
+        raise
     log = open(out / "log.jsonl", "a") if rank == 0 else None
     started, pairs = time.perf_counter(), 0
     last_save = time.monotonic()
@@ -360,6 +377,7 @@ def train(
                 flags = torch.tensor([float(not finite), float(stopped), float(due)], device=device)
                 torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
                 finite, stopped, due = not bool(flags[0]), bool(flags[1]), bool(flags[2])
+            stopped = stopped and step < settings.steps  # a stop asked on the last step: the run is done
             if not finite:
                 raise CopartError(f"Training diverged at step {step} (a loss is not finite: {values}).")
             rate = pairs / max(time.perf_counter() - started, 1e-9)
@@ -378,10 +396,10 @@ def train(
                 if generators is not None:
                     _save(out, model, config, optimizers, generators, settings, step,
                           scaler.state_dict() if scaler.is_enabled() else None)
-            if generators is not None:
-                saved = step
                 if on_step is not None:
                     on_step(step, settings.steps, values, rate)
+            if generators is not None:
+                saved = step
             if stopped:
                 break
         if stop.requested and not stopped and step < settings.steps:
@@ -402,13 +420,8 @@ def train(
             if completed:  # after an error the other processes may never reach a barrier
                 torch.distributed.barrier()
             torch.distributed.destroy_process_group()
-        if not completed and rank == 0 and stored is None and not any(out.glob("checkpoint*.pth")):
-            # A run that failed before its first checkpoint leaves no half-started folder behind.
-            for name in ("config.yaml", "log.jsonl"):
-                (out / name).unlink(missing_ok=True)
-            shutil.rmtree(out / "train-vis", ignore_errors=True)
-            if created and not any(out.iterdir()):
-                out.rmdir()
+        if not completed and rank == 0 and stored is None:
+            _remove_unstarted(out, created)
     report.step = max(report.step, first_step)
     if stopped:
         raise TrainingInterrupted(step, out)
