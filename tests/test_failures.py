@@ -390,3 +390,17 @@ def test_training_progress_is_reported_every_step(tmp_path, clips):
                                                             vis_every=0, checkpoint_every=1000),
                label=label, on_step=lambda step, total, losses, rate: seen.append(step))
     assert seen == [1, 2, 3]
+
+
+def test_a_segment_run_that_fails_late_takes_back_what_it_had_put_in_place(tmp_path, monkeypatch, capsys, carphone,
+                                                                              fixture_checkpoint):
+    from copart.media import masks
+
+    def full_disk(self):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self._dir))
+
+    monkeypatch.setattr(masks.NpzStream, "close", full_disk)
+    code, err = _main(capsys, "segment", "--checkpoint", fixture_checkpoint, "--no-crop", "--max-frames", "3",
+                      carphone, "-o", tmp_path / "o.mp4", "--masks", tmp_path / "m.npz")
+    assert code == 2, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither the video nor the legend stays

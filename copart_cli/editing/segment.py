@@ -187,6 +187,7 @@ def segment(
         raise CopartError(f"Unknown style '{style}'; choose one of {', '.join(STYLES)}.")
     reader = read.MediaReader(target, "Input", start=start, end=end, max_frames=max_frames, fps=fps)
     extra: list = []
+    written: list[Path] = []
     try:
         out_path, legend_path = _outputs_for(target, output, reader.still)
         if out_path.suffix.lower() not in (read.IMAGE_SUFFIXES if reader.still else {".mp4", ".m4v", ".mov"}):
@@ -235,8 +236,9 @@ def segment(
             stats = process_still(reader, out_path, outputs)
         else:
             stats = stream_video(reader, out_path, outputs, crf, progress, notice)
+        written.append(out_path)
         write.write_image(render.legend(colours, loaded.part_names, f"K = {net.num_segments}"), legend_path)
-        written = [out_path, legend_path]
+        written.append(legend_path)
         if npz is not None:
             written.append(npz.close())
         if png_tmp is not None:
@@ -244,6 +246,9 @@ def segment(
             _replace_png_dir(png_tmp, png_dir)
             written.append(png_dir)
     except BaseException:
+        for path in written:  # in place already: one run's outputs arrive together or not at all
+            if path != png_dir:
+                Path(path).unlink(missing_ok=True)
         for item in extra:
             if isinstance(item, NpzStream):
                 item.abort()
