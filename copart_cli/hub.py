@@ -148,7 +148,7 @@ def digests_of(path: Path) -> tuple[str, str]:
     return sha256.hexdigest(), md5.hexdigest()
 
 
-def _human(size: Optional[int]) -> str:
+def human_size(size: Optional[int]) -> str:
     if not size:
         return "unknown"
     for unit in ("bytes", "kB", "MB", "GB"):
@@ -449,7 +449,7 @@ def pull(e: Entry, downloads: Optional[Downloads] = None, force: bool = False) -
         except (OSError, ValueError, KeyError, TypeError, http.client.HTTPException) as exc:
             failures.append(f"{name}: its answer could not be read ({first_line(exc)})")
             continue
-        downloads.say(f"Fetching {e.name} ({e.file}, {_human(offer.size or e.approx_size)}) from {offer.source} "
+        downloads.say(f"Fetching {e.name} ({e.file}, {human_size(offer.size or e.approx_size)}) from {offer.source} "
                       f"into {e.directory}")
         try:
             with atomic_path(e.path) as tmp:

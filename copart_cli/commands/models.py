@@ -43,7 +43,7 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print the li
     for column in ("name", "K", "for", "size", "cached", "verified"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row["name"], str(row["k"] or ""), row["purpose"], hub._human(row["size"]),
+        table.add_row(row["name"], str(row["k"] or ""), row["purpose"], hub.human_size(row["size"]),
                       "yes" if row["cached"] else "no", "yes" if row["verified"] else "no")
     Console(highlight=False).print(table)
 
