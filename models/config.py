@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 
 from .errors import CopartError
 
+REGION_ESTIMATES = ("regressed", "moments")
+
 
 @dataclass(frozen=True)
 class SegmentationParams:
@@ -28,6 +30,13 @@ class SegmentationParams:
     max_features: int = 1024
     num_blocks: int = 5
     scale_factor: float = 0.25
+    # copart: softmax temperature of the part maps (the paper's: 1). Below 1 sharpens them.
+    part_temperature: float = 1.0
+    # copart: where each part's anchor and matrix come from. "regressed" (the paper's): the
+    # soft-argmax of a heatmap and a matrix regressed under it; "moments" (Motion Representations
+    # for Articulated Animation, Siarohin et al. 2021): the part map's own mean and, from its
+    # covariance's principal axes, U sqrt(S).
+    region_estimate: str = "regressed"
 
 
 @dataclass(frozen=True)
@@ -101,6 +110,11 @@ class ModelConfig:
             raise CopartError(f"{source} sets scale_factor to {scale}; it must be in (0, 1].")
         if self.segmentation.max_features < self.segmentation.block_expansion:
             raise CopartError(f"{source}: segmentation max_features must be at least block_expansion.")
+        if self.segmentation.part_temperature <= 0:
+            raise CopartError(f"{source} sets part_temperature to {self.segmentation.part_temperature}; it must be positive.")
+        if self.segmentation.region_estimate not in REGION_ESTIMATES:
+            raise CopartError(f"{source} sets region_estimate to '{self.segmentation.region_estimate}'; choose "
+                              f"{' or '.join(REGION_ESTIMATES)}.")
         if self.reconstruction.max_features < self.reconstruction.block_expansion:
             raise CopartError(f"{source}: reconstruction max_features must be at least block_expansion.")
 
@@ -110,13 +124,17 @@ class ModelConfig:
         for key in ("segment_motion", "visibility_backprop"):
             if rec[key] == getattr(ReconstructionParams, key):
                 del rec[key]
+        seg = asdict(self.segmentation)
+        for key in ("part_temperature", "region_estimate"):  # copart's, written only when set
+            if seg[key] == getattr(SegmentationParams, key):
+                del seg[key]
         return {
             "common_params": {
                 "num_segments": self.num_segments,
                 "num_channels": self.num_channels,
                 "estimate_affine_part": self.estimate_affine_part,
             },
-            "segmentation_module_params": asdict(self.segmentation),
+            "segmentation_module_params": seg,
             "reconstruction_module_params": rec,
         }
 
@@ -151,13 +169,13 @@ CONFIG_KEYS: frozenset[str] = frozenset(
     {f"model_params.common_params.{k}" for k in ("num_segments", "num_channels", "estimate_affine_part")}
     | {f"model_params.segmentation_module_params.{k}" for k in SegmentationParams.__dataclass_fields__}
     | {f"model_params.reconstruction_module_params.{k}" for k in ReconstructionParams.__dataclass_fields__}
-    | {f"dataset_params.{k}" for k in ("image_shape", "frame_shape", "id_sampling")}
+    | {f"dataset_params.{k}" for k in ("image_shape", "frame_shape", "id_sampling", "min_frame_distance")}
     | {f"dataset_params.augmentation_params.flip_param.{k}" for k in ("horizontal_flip", "time_flip")}
     | {f"dataset_params.augmentation_params.jitter_param.{k}" for k in ("brightness", "contrast", "saturation", "hue")}
     | {f"train_params.{k}" for k in ("num_epochs", "num_repeats", "lr_segmentation", "lr_reconstruction",
-                                     "batch_size", "scales", "loss")}
+                                     "batch_size", "scales", "loss", "warmup_steps")}
     | {f"train_params.transform_params.{k}" for k in ("sigma_affine", "sigma_tps", "points_tps")}
-    | {f"train_params.loss_weights.{k}" for k in ("equivariance", "perceptual", "pixel")}
+    | {f"train_params.loss_weights.{k}" for k in ("equivariance", "perceptual", "pixel", "concentration")}
     | {"part_names"}
 )
 # Keys of the authors' configs that copart accepts and ignores: the data folder is an argument of

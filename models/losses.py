@@ -210,6 +210,20 @@ def equivariance_loss(
     return out
 
 
+def concentration_loss(seg: PartSegmentation, eps: float = 1e-6) -> torch.Tensor:
+    """How spread out the parts are (the concentration loss of SCOPS, Hung et al. 2019): each
+    part map's spatial variance around its own centre, ``sum_z |z - c_k|^2 Y_k(z) / sum_z Y_k(z)``
+    on the [-1, 1] grid, averaged over the K parts. One part over a whole figure costs more than
+    several compact ones."""
+    parts = seg.segmentation[:, 1:]
+    b, k, h, w = parts.shape
+    grid = make_coordinate_grid(h, w, dtype=parts.dtype, device=parts.device).view(1, 1, h * w, 2)
+    weights = parts.reshape(b, k, h * w)
+    weights = weights / (weights.sum(dim=2, keepdim=True) + eps)
+    centre = (weights.unsqueeze(-1) * grid).sum(dim=2, keepdim=True)
+    return (weights * ((grid - centre) ** 2).sum(-1)).sum(dim=2).mean()
+
+
 def reconstruction_loss(train_params: dict, num_channels: int = 3, loss: Optional[str] = None, download: bool = True):
     """The reconstruction loss a configuration's ``train_params`` asks for:
     ``loss: perceptual`` (default; VGG-19) or ``loss: pixel``."""
@@ -237,10 +251,14 @@ class Objective(nn.Module):
         self.kind = loss or train_params.get("loss", "perceptual")
         self.equivariance_weight = float(train_params.get("loss_weights", {}).get("equivariance", 10))
         self.transform_params = train_params.get("transform_params", {"sigma_affine": 0.05})
+        self.concentration_weight = float(train_params.get("loss_weights", {}).get("concentration", 0))
 
     def forward(self, model, source: torch.Tensor, target: torch.Tensor, generator: Optional[torch.Generator] = None):
         generated = model(source, target)
         losses = {self.kind: self.reconstruction(generated["prediction"], target)}
+        if self.concentration_weight:
+            losses["concentration"] = self.concentration_weight * (
+                concentration_loss(generated["seg_source"]) + concentration_loss(generated["seg_target"])) / 2
         if self.equivariance_weight:
             transform = Transform.from_params(target.shape[0], self.transform_params, generator)
             transformed = transform.transform_frame(target)
@@ -260,6 +278,7 @@ __all__ = [
     "PixelPyramidLoss",
     "Transform",
     "equivariance_loss",
+    "concentration_loss",
     "reconstruction_loss",
     "Objective",
     "VGG19_FILE",

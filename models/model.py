@@ -57,6 +57,8 @@ class CoPartModel(nn.Module):
             temperature=seg.temperature,
             estimate_affine_part=config.estimate_affine_part,
             scale_factor=seg.scale_factor,
+            part_temperature=seg.part_temperature,
+            region_estimate=seg.region_estimate,
         )
         self.reconstruction_module = ReconstructionModule(
             num_segments=config.num_segments,
@@ -102,11 +104,14 @@ class CoPartModel(nn.Module):
         hard: bool = False,
         use_source_segmentation: bool = False,
         seg_target: PartSegmentation | None = None,
+        keep_outside: bool = False,
     ) -> torch.Tensor:
         """Give each target frame ``(B, C, H, W)`` the source's ``parts`` (channel numbers,
         0 = background). The mask comes from the target's part maps, or with
         ``use_source_segmentation`` from the source's, thresholded first when
-        ``hard`` and then warped by the flow. Returns ``(B, C, H, W)``."""
+        ``hard`` and then warped by the flow. With ``keep_outside`` the target's own pixels
+        are kept outside the mask (blended in image space after decoding; the paper blends
+        features only). Returns ``(B, C, H, W)``."""
         if seg_target is None:
             seg_target = self.segment(target)
         seg_for_mask = source.segmentation if use_source_segmentation else seg_target
@@ -114,6 +119,7 @@ class CoPartModel(nn.Module):
         if use_source_segmentation:
             mask = mask.expand(target.shape[0], *mask.shape[1:])
         return self.reconstruction_module.swap(
-            source.features, source.segmentation, target, seg_target, mask, warp_mask=use_source_segmentation
+            source.features, source.segmentation, target, seg_target, mask, warp_mask=use_source_segmentation,
+            keep_outside=keep_outside,
         )
 

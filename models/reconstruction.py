@@ -122,12 +122,15 @@ class ReconstructionModule(nn.Module):
         seg_target: PartSegmentation,
         blend_mask: torch.Tensor,
         warp_mask: bool = False,
+        keep_outside: bool = False,
     ) -> torch.Tensor:
         """Part swap: target features outside the mask, warped source features inside.
 
         ``blend_mask`` ``(B or 1, 1, H', W')``; with ``warp_mask`` it is a mask on the
         source frame and is warped to the target by the flow first. Returns the
-        swapped frames ``(B, C, H, W)``.
+        swapped frames ``(B, C, H, W)``. With ``keep_outside`` (copart's; the paper blends
+        features only) the decoded frame is then blended with the target image under the same
+        mask, upsampled: outside the chosen parts the target's own pixels stay.
         """
         target_features = self.encode(target_image)
         features, deformation, _ = self.transfer(source_features, seg_source, seg_target)
@@ -136,5 +139,9 @@ class ReconstructionModule(nn.Module):
                 raise CopartError("A mask from the source segmentation needs a motion model to warp it; the "
                                   "Naive model has none: use the target's segmentation.", topic="source-mask")
             blend_mask = motion.warp(blend_mask, deformation)
-        blend_mask = motion.resize_map(blend_mask, features.shape[2:]).to(features.dtype)
-        return self.decode(target_features * (1 - blend_mask) + features * blend_mask)
+        feature_mask = motion.resize_map(blend_mask, features.shape[2:]).to(features.dtype)
+        out = self.decode(target_features * (1 - feature_mask) + features * feature_mask)
+        if keep_outside:
+            image_mask = motion.resize_map(blend_mask.float(), target_image.shape[2:]).to(out.dtype)
+            out = target_image.to(out.dtype) * (1 - image_mask) + out * image_mask
+        return out

@@ -21,6 +21,7 @@ EPILOG = (
     "  copart train --preset vox-256-sem-10segments --data data/vox --out runs/vox10\n\n"
     "  copart train --preset cpu-64-sem-5segments --data demo/data --out runs/figures --steps 20\n\n"
     "  copart train --resume runs/figures --steps 40\n\n"
+    "  copart train --preset cpu-64-sem-10segments --data demo/data --out runs/k10 --minutes 20\n\n"
     "  torchrun --nproc_per_node 4 -m copart train --preset taichi-256-sem --data data/taichi --out runs/t"
 )
 
@@ -39,6 +40,10 @@ def train(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder where it stopped."),
     force: bool = typer.Option(False, "--force", help="Start over in an existing --out folder."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Training steps (default: the preset's epochs)."),
+    minutes: Optional[float] = typer.Option(None, "--minutes", min=0.01,
+                                            help="Train for this many minutes (training time, after start-up), then "
+                                                 "save as a finished run; with --steps, whichever comes first; with "
+                                                 "--resume, this many more minutes."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Override train_params.num_epochs."),
     repeats: Optional[int] = typer.Option(None, "--repeats", min=1, help="Override train_params.num_repeats."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Pairs per step, over all processes."),
@@ -74,9 +79,9 @@ def train(
         given = [name for name, value in fixed.items() if value is not None]
         if given:
             raise CopartError(f"--resume continues a run as it was configured; {', '.join(given)} cannot change it "
-                              f"(--steps, --workers, --checkpoint-every, --checkpoint-minutes and --vis-every can).")
+                              f"(--steps, --minutes, --workers, --checkpoint-every, --checkpoint-minutes and --vis-every can).")
         # Only what the user gave changes the run (None: keep the stored value).
-        overrides = {"steps": steps, "workers": workers, "checkpoint_every": checkpoint_every,
+        overrides = {"steps": steps, "minutes": minutes, "workers": workers, "checkpoint_every": checkpoint_every,
                      "checkpoint_minutes": checkpoint_minutes, "vis_every": vis_every}
         out = resume
         config, label, settings = {}, str(resume), None
@@ -92,7 +97,7 @@ def train(
         settings = TrainSettings(  # options not given keep TrainSettings' defaults
             data=str(Path(data).resolve()), steps=steps,
             batch_size=batch_size or int(config["train_params"].get("batch_size", 16)), seed=seed,
-            precision=precision.value, loss=loss.value if loss else None,
+            precision=precision.value, loss=loss.value if loss else None, minutes=minutes,
             **{name: value for name, value in given.items() if value is not None},
         )
     try:

@@ -102,3 +102,71 @@ def kmeans_parts(image: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     background = np.bincount(border, minlength=k + 1).argmax()
     order = [background] + [c for c in range(k + 1) if c != background]
     return np.stack([(labels == c) for c in order]).astype(np.float32)
+
+
+# Part-level scores against ground-truth part labels (copart's synthetic clips know each pixel's
+# part). The predicted part of a pixel is the most likely of the K part channels (1..K) where the
+# truth is figure, and the most likely of all K+1 channels for the IoU.
+
+
+def most_likely(segmentation: torch.Tensor, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, K+1, h, w)`` maps upsampled to ``size`` -> (argmax over all channels, argmax over the
+    part channels 1..K), both ``(N, H, W)`` int."""
+    maps = F.interpolate(segmentation.float(), size=tuple(size), mode="bilinear", align_corners=False)
+    return maps.argmax(dim=1).numpy(), (maps[:, 1:].argmax(dim=1) + 1).numpy()
+
+
+def normalised_mutual_information(a: np.ndarray, b: np.ndarray) -> float:
+    """NMI of two labellings of the same items, normalised by the mean of their entropies
+    (scikit-learn's default, ``average_method='arithmetic'``); 0 when either is constant."""
+    a, b = np.unique(np.asarray(a).ravel(), return_inverse=True)[1], np.unique(np.asarray(b).ravel(), return_inverse=True)[1]
+    joint = np.zeros((a.max() + 1, b.max() + 1), np.float64)
+    np.add.at(joint, (a, b), 1)
+    joint /= joint.sum()
+    pa, pb = joint.sum(1), joint.sum(0)
+    entropy = lambda p: float(-(p[p > 0] * np.log(p[p > 0])).sum())
+    ha, hb = entropy(pa), entropy(pb)
+    nz = joint > 0
+    mutual = float((joint[nz] * np.log(joint[nz] / (pa[:, None] * pb[None, :])[nz])).sum())
+    return mutual / ((ha + hb) / 2) if ha > 0 and hb > 0 else 0.0
+
+
+def part_scores(fit_maps: torch.Tensor, fit_labels: np.ndarray, test_maps: torch.Tensor,
+                test_labels: np.ndarray) -> dict:
+    """How well the parts follow the true parts, on a held-out set.
+
+    - ``part_nmi``: NMI between the most likely part and the true part over the test figures' pixels;
+    - ``part_miou``: each part channel is given the true part it overlaps most on the fit set (the
+      background channel stays background); the mean over true parts of their IoU on the test set,
+      pooled over frames;
+    - ``largest_part``: the share of the test figures' pixels whose most likely part is the most
+      common one (1.0: one part covers the figure);
+    - ``parts_used``: how many part channels are the most likely part of at least 1 % of the figure.
+    """
+    labels_fit, labels_test = np.asarray(fit_labels), np.asarray(test_labels)
+    size = labels_test.shape[1:]
+    fit_all, _ = most_likely(fit_maps, size)
+    test_all, test_parts = most_likely(test_maps, size)
+    channels = fit_maps.shape[1]
+    truths = int(max(labels_fit.max(), labels_test.max())) + 1
+    overlap = np.zeros((channels, truths), np.int64)
+    np.add.at(overlap, (fit_all.ravel(), labels_fit.ravel()), 1)
+    assigned = overlap[:, 1:].argmax(1) + 1  # each part channel: the true part it overlaps most
+    assigned[0] = 0  # the background channel stays background
+    mapped = assigned[test_all]
+    ious = []
+    for part in range(1, truths):
+        truth = labels_test == part
+        union = np.count_nonzero(truth | (mapped == part))
+        if np.count_nonzero(truth):
+            ious.append(np.count_nonzero(truth & (mapped == part)) / max(union, 1))
+    figure = labels_test > 0
+    found = test_parts[figure]
+    counts = np.bincount(found, minlength=channels)[1:]
+    return {
+        "part_nmi": normalised_mutual_information(found, labels_test[figure]),
+        "part_miou": float(np.mean(ious)) if ious else 0.0,
+        "largest_part": float(counts.max() / max(counts.sum(), 1)),
+        "parts_used": int(np.count_nonzero(counts >= 0.01 * counts.sum())),
+        "coverage": (counts / max(counts.sum(), 1)).round(4).tolist(),
+    }

@@ -194,8 +194,9 @@ class PairDataset(Dataset):
     one video as ``{'source', 'target'}`` float tensors ``(3, H, W)`` in [0, 1]."""
 
     def __init__(self, clips: list[Clip], size: tuple[int, int], augmentation: Optional[dict] = None,
-                 id_sampling: bool = False):
+                 id_sampling: bool = False, min_frame_distance: int = 0):
         self.clips = clips
+        self.min_frame_distance = max(0, int(min_frame_distance))
         self.size = size
         self.augmentation = augmentation or {}
         self.identities: list[list[int]] = []
@@ -215,7 +216,12 @@ class PairDataset(Dataset):
         rng = np.random.default_rng(seed)
         members = self.identities[index]
         clip = self.clips[members[int(rng.integers(len(members)))]]
-        chosen = np.sort(rng.choice(clip.num_frames, size=2, replace=True)).tolist()
+        distance = min(self.min_frame_distance, clip.num_frames - 1)
+        if distance:  # copart: pairs at least this many frames apart (more motion per pair)
+            first = int(rng.integers(0, clip.num_frames - distance))
+            chosen = [first, int(rng.integers(first + distance, clip.num_frames))]
+        else:  # the authors' draw
+            chosen = np.sort(rng.choice(clip.num_frames, size=2, replace=True)).tolist()
         try:
             frames = read_frames(clip, chosen, self.size)
         except (ValueError, OSError, av.error.FFmpegError, CopartError) as exc:

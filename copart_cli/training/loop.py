@@ -59,6 +59,10 @@ class TrainSettings:
     vis_every: int = 500
     precision: str = "fp32"
     loss: Optional[str] = None
+    minutes: Optional[float] = None  # stop after this much training time, as a finished run
+
+
+UNBOUNDED = 10**9  # the step limit of a run bounded by --minutes alone
 
 
 class TrainingInterrupted(Interrupted):
@@ -250,6 +254,9 @@ def train(
         config = stored["config"]
         overrides = {k: v for k, v in (resume_overrides or {}).items() if v is not None}
         settings = TrainSettings(**{**stored["train"], **overrides})
+        settings.minutes = overrides.get("minutes")  # a time budget counts from this start, when given
+        if settings.minutes and "steps" not in overrides:
+            settings.steps = UNBOUNDED
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
         torch.distributed.init_process_group(backend)
@@ -323,7 +330,10 @@ def train(
         model.train()
 
         dataset = PairDataset(clips, model_config.image_size, dataset_params.get("augmentation_params"),
-                              bool(dataset_params.get("id_sampling", False)))
+                              bool(dataset_params.get("id_sampling", False)),
+                              int(dataset_params.get("min_frame_distance", 0)))
+        if settings.steps is None and settings.minutes:
+            settings.steps = UNBOUNDED
         if settings.steps is None:
             settings.steps = epochs_to_steps(len(dataset), int(train_params.get("num_repeats", 1)), settings.batch_size,
                                              int(train_params.get("num_epochs", 1)))
@@ -342,8 +352,12 @@ def train(
         if rank == 0 and stored is None:
             _remove_unstarted(out, created)
         raise
+    warmup = int(train_params.get("warmup_steps", 0))
+    base_lr = {name: [g["lr"] for g in opt.param_groups] for name, opt in optimizers.items()}
     log = open(out / "log.jsonl", "a") if rank == 0 else None
     started, pairs = time.perf_counter(), 0
+    budget = settings.minutes * 60 if settings.minutes else None
+    steps_done = 0
     last_save = time.monotonic()
     first_step, completed, stopped = step, False, False
     saved = step if stored is not None else -1  # the step whose checkpoint exists
@@ -357,6 +371,11 @@ def train(
             if channels_last:
                 source = source.contiguous(memory_format=torch.channels_last)
                 target = target.contiguous(memory_format=torch.channels_last)
+            if warmup:  # copart: the learning rate rises linearly over the first warmup_steps
+                factor = min(1.0, (step + 1) / warmup)
+                for name, opt in optimizers.items():
+                    for group, lr in zip(opt.param_groups, base_lr[name]):
+                        group["lr"] = lr * factor
             with amp:
                 losses, generated = train_model(source, target, generator)
             total = sum(losses.values())
@@ -373,10 +392,15 @@ def train(
             finite = all(np.isfinite(v) for v in values.values())
             due = 0 < settings.checkpoint_minutes * 60 <= time.monotonic() - last_save
             stopped = stop.requested
+            steps_done += 1
+            timed_out = budget is not None and time.perf_counter() - started >= budget
             if world > 1:  # every process stops, and saves, at the same step
-                flags = torch.tensor([float(not finite), float(stopped), float(due)], device=device)
+                flags = torch.tensor([float(not finite), float(stopped), float(due), float(timed_out)], device=device)
                 torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
-                finite, stopped, due = not bool(flags[0]), bool(flags[1]), bool(flags[2])
+                finite, stopped, due, timed_out = (not bool(flags[0]), bool(flags[1]), bool(flags[2]),
+                                                   bool(flags[3]))
+            if timed_out and step < settings.steps:  # the budget is spent: this step is the run's last
+                settings.steps = step
             stopped = stopped and step < settings.steps  # a stop asked on the last step: the run is done
             if not finite:
                 raise CopartError(f"Training diverged at step {step} (a loss is not finite: {values}).")
@@ -397,10 +421,14 @@ def train(
                     _save(out, model, config, optimizers, generators, settings, step,
                           scaler.state_dict() if scaler.is_enabled() else None)
                 if on_step is not None:
-                    on_step(step, settings.steps, values, rate)
+                    total = settings.steps
+                    if budget is not None and total > step:  # bounded by time: the steps it will reach
+                        elapsed = time.perf_counter() - started
+                        total = min(total, step + int(steps_done / max(elapsed, 1e-9) * max(0.0, budget - elapsed)))
+                    on_step(step, total, values, rate)
             if generators is not None:
                 saved = step
-            if stopped:
+            if stopped or step >= settings.steps:
                 break
         if stop.requested and not stopped and step < settings.steps:
             # asked to stop while waiting for data (the workers ended): keep what is done

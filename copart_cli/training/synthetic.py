@@ -190,6 +190,8 @@ def generate(out: Path, videos: int = 12, frames: int = 48, size: int = 64, test
         for i in range(0, len(landmarks), step):
             tables[split][f"{name}_{i:04d}.png"] = landmarks[i]
     for split, table in tables.items():
+        if not table:  # e.g. no held-out clips
+            continue
         names = sorted(table)
         _save_npz(out / "eval" / f"{split}_landmarks.npz", file_name=np.asarray(names),
                   landmarks=np.stack([table[n] for n in names]))
