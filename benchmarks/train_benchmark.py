@@ -67,6 +67,7 @@ RECIPES = {
     "pairs-12-apart": {"dataset_params.min_frame_distance": 12},
     "concentration-1": {"train_params.loss_weights.concentration": 1},
     "concentration-5": {"train_params.loss_weights.concentration": 5},
+    "concentration-10": {"train_params.loss_weights.concentration": 10},
     "batch-8": {"train_params.batch_size": 8},
 }
 

@@ -93,7 +93,9 @@ def _frames(path: Path, indices: list[int]) -> list[np.ndarray]:
     return [frames[min(i, len(frames) - 1)] for i in indices]
 
 
-def _strip(images: list[np.ndarray], height: int = 192) -> np.ndarray:
+def _strip(images: list[np.ndarray], height: int = 192, titles: Optional[list[str]] = None,
+           caption: str = "") -> np.ndarray:
+    """Pictures side by side at ``height``, each under its title, with a caption below (wrapped)."""
     import cv2
 
     scaled = [cv2.resize(im, (round(im.shape[1] * height / im.shape[0]), height), interpolation=cv2.INTER_NEAREST)
@@ -102,7 +104,73 @@ def _strip(images: list[np.ndarray], height: int = 192) -> np.ndarray:
     out = []
     for im in scaled:
         out += [im, gap]
-    return np.concatenate(out[:-1], axis=1)
+    row = np.concatenate(out[:-1], axis=1)
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.5
+    if titles:
+        band = np.full((26, row.shape[1], 3), 255, np.uint8)
+        x = 0
+        for im, title in zip(scaled, titles):
+            (w, _), _ = cv2.getTextSize(title, font, scale, 1)
+            cv2.putText(band, title, (x + max(2, (im.shape[1] - w) // 2), 18), font, scale, (0, 0, 0), 1, cv2.LINE_AA)
+            x += im.shape[1] + gap.shape[1]
+        row = np.concatenate([band, row], axis=0)
+    if caption:
+        lines, line = [], ""
+        for word in caption.split():
+            trial = f"{line} {word}".strip()
+            if cv2.getTextSize(trial, font, 0.45, 1)[0][0] > row.shape[1] - 8 and line:
+                lines.append(line)
+                line = word
+            else:
+                line = trial
+        lines.append(line)
+        band = np.full((8 + 20 * len(lines), row.shape[1], 3), 255, np.uint8)
+        for i, text in enumerate(lines):
+            cv2.putText(band, text, (4, 18 + 20 * i), font, 0.45, (60, 60, 60), 1, cv2.LINE_AA)
+        row = np.concatenate([row, band], axis=0)
+    return row
+
+
+def held_out_parts(model_path: Path, data: Path) -> dict:
+    """Part-level scores of the model on the held-out clips (channels named on the training ones)."""
+    from copart.evaluation import metrics
+
+    model = load_model(model_path).model.eval()
+
+    def maps_and_labels(split: str, limit: int):
+        maps, labels = [], []
+        for video in sorted((data / split).glob("*.mp4"))[:limit]:
+            labels.append(np.load(data / "groundtruth" / f"{video.stem}.npz")["labels"])
+            with MediaReader(video) as reader:
+                batch = np.stack([f.image for f in reader.frames()])
+            with torch.no_grad():
+                maps.append(model.segment(torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255).segmentation)
+        return torch.cat(maps), np.concatenate(labels)
+
+    return metrics.part_scores(*maps_and_labels("train", 4), *maps_and_labels("test", 100))
+
+
+def swap_change(model_path: Path, target: Path, swapped: Path, channels: list[int], outside: float = 0.02) -> dict:
+    """How much a swap changed each frame, in levels (0-255), inside and outside the chosen parts:
+    the mask is the target's own soft part maps of those channels, upsampled to the frame;
+    "outside" is where it is below ``outside``. Both videos are decoded as written (so the
+    codec's own changes count too)."""
+    model = load_model(model_path).model.eval()
+    with av.open(str(target)) as a, av.open(str(swapped)) as b:
+        before = np.stack([f.to_ndarray(format="rgb24") for f in a.decode(video=0)])
+        after = np.stack([f.to_ndarray(format="rgb24") for f in b.decode(video=0)])
+    n = min(len(before), len(after))
+    before, after = before[:n], after[:n]
+    with torch.no_grad():
+        seg = model.segment(torch.from_numpy(before).permute(0, 3, 1, 2).float() / 255).segmentation
+    mask = torch.nn.functional.interpolate(seg[:, channels].sum(1, keepdim=True), size=before.shape[1:3],
+                                           mode="bilinear", align_corners=False)[:, 0].numpy()
+    change = np.abs(after.astype(np.int16) - before.astype(np.int16)).max(axis=-1)
+    out_px, in_px = change[mask < outside], change[mask >= 0.5]
+    return {"outside_mean": round(float(out_px.mean()), 2) if out_px.size else None,
+            "outside_p99": round(float(np.percentile(out_px, 99)), 1) if out_px.size else None,
+            "inside_mean": round(float(in_px.mean()), 2) if in_px.size else None,
+            "outside_share": round(float(out_px.size / change.size), 3)}
 
 
 SETTINGS = "demo.json"
@@ -196,14 +264,15 @@ def run(folder: Path, steps: int = 800, quick: bool = False, report: Reporter = 
 
     timed("segment", segmenting)
 
-    part = next(iter(names), "1")  # the learned part covering most of the figure
+    # A part that is not the whole figure: the head when a part is named so, else the smallest named one.
+    part = "head" if "head" in names else (list(names)[-1] if names else "1")
     say(f"4/5 swapping the {part} of {held_out.stem} onto {other.stem}")
     swap_video = folder / f"{other.stem}.swap.mp4"
 
     def swapping():
         with report.progress("swap", "frames") as progress:
-            swap(other, held_out, [part], model, output=swap_video, force=True, no_crop=True, progress=progress,
-                 notice=report.notice)
+            swap(other, held_out, [part], model, output=swap_video, force=True, no_crop=True, keep_outside=True,
+                 progress=progress, notice=report.notice)
 
     timed("swap", swapping)
 
@@ -219,16 +288,49 @@ def run(folder: Path, steps: int = 800, quick: bool = False, report: Reporter = 
 
     timed("eval", evaluating)
 
-    # Pictures made from the outputs, for people (and the README).
+    # How the parts cover the held-out figures, and what the swap changed.
+    parts = held_out_parts(named, data)
+    channels = names.get(part) or [int(part)]
+    change = swap_change(named, other, swap_video, channels)
+    label = part if part in names else f"part {part}"
+
+    # Pictures made from the outputs, for people (and the README), each titled and captioned.
     frames = probe(seg_video)["frames"]
-    write_image(_strip(_frames(seg_video, [0, frames // 2, frames - 1])), pictures / "segment.png")
-    write_image(read_image(seg_video.with_name(f"{held_out.stem}.legend.png")), pictures / "legend.png")
+    k = load_model(named).model.num_segments
+    named_list = ", ".join(f"{n} = {c}" for n, c in names.items())
+    write_image(_strip(_frames(seg_video, [0, frames // 2, frames - 1]),
+                       titles=[f"frame {i + 1}" for i in (0, frames // 2, frames - 1)],
+                       caption=f"copart segment --style overlay --hard on held-out {held_out.name}: the most likely "
+                               f"of K = {k} parts at each pixel; named after the true part each overlaps most "
+                               f"({named_list or 'none named'}). Part NMI {parts['part_nmi']:.2f}, largest part "
+                               f"{100 * parts['largest_part']:.0f} % of the figures."),
+                pictures / "segment.png")
+    from copart.media import render
+
+    notes = {c: f"{100 * share:.0f} % of the figure" for c, share in enumerate(parts["coverage"], start=1)}
+    write_image(render.legend(render.palette(k), names, f"K = {k}: share of the held-out figures' pixels", notes),
+                pictures / "legend.png")
     source = _frames(held_out, [0])[0]
     target, result = _frames(other, [frames // 2])[0], _frames(swap_video, [frames // 2])[0]
-    write_image(_strip([source, target, result]), pictures / "swap.png")
+    difference = np.abs(result.astype(np.int16) - target.astype(np.int16)).max(-1).clip(0, 255).astype(np.uint8)
+    write_image(_strip([source, target, result, np.repeat(difference[..., None] * 4, 3, -1).clip(0, 255).astype(np.uint8)],
+                       titles=["source", "target", f"{label} swapped", "change x4"],
+                       caption=f"copart swap --parts {part} --keep-outside: the target takes the source's {label} "
+                               f"(channels {channels}) in its own pose. " + (
+                                   f"Outside that part's mask pixels change by {change['outside_mean']} levels on "
+                                   f"average (99th percentile {change['outside_p99']}, codec included), inside by "
+                                   f"{change['inside_mean']}." if change["outside_mean"] is not None else
+                                   "The part's mask covers every pixel.")),
+                pictures / "swap.png")
     vis = sorted((run_dir / "train-vis").glob("*.png"))
     if vis:
-        write_image(read_image(vis[-1]), pictures / "train-vis.png")
+        picture = read_image(vis[-1])
+        columns = ["source", "target", "warped", "result", "parts", "visibility"]
+        width = picture.shape[1] // len(columns)
+        write_image(_strip([picture[:, i * width:(i + 1) * width] for i in range(len(columns))], picture.shape[0],
+                           titles=columns, caption=f"Training picture at step {steps}: source, target, source warped "
+                                                   f"by the part motions, reconstruction, target parts, visibility."),
+                    pictures / "train-vis.png")
 
     summary = {
         "folder": str(folder),
@@ -237,7 +339,10 @@ def run(folder: Path, steps: int = 800, quick: bool = False, report: Reporter = 
         "segmentation": str(seg_video),
         "swap": str(swap_video),
         "swapped_part": part,
-        "metrics": {"iou": scores["iou"]["iou_mean"], "mae_sum": scores["mae"]["sum"], "mae_mean": scores["mae"]["mean"]},
+        "metrics": {"iou": scores["iou"]["iou_mean"], "mae_sum": scores["mae"]["sum"], "mae_mean": scores["mae"]["mean"],
+                    "part_nmi": parts["part_nmi"], "part_miou": parts["part_miou"],
+                    "largest_part": parts["largest_part"], "coverage": parts["coverage"]},
+        "swap_change": change,
         "pictures": sorted(str(p) for p in pictures.glob("*.png")),
         "seconds": timings,
     }

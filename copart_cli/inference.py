@@ -49,8 +49,10 @@ class PartSwapper:
         precision: str = "fp32",
         hard: bool = False,
         source_mask: bool = False,
+        keep_outside: bool = False,
     ):
         self.model = model.eval()
+        self.keep_outside = keep_outside
         self.device = device
         self.precision = precision
         self.parts = list(parts)

@@ -139,3 +139,21 @@ def test_the_recipe_keys_are_checked():
     config["model_params"]["segmentation_module_params"]["region_estimate"] = "pca"
     with pytest.raises(Exception, match="region_estimate"):
         ModelConfig.from_dict(config)
+
+
+def test_keep_outside_leaves_the_target_pixels_outside_the_mask_and_the_paper_swap_inside():
+    torch.manual_seed(0)
+    model = CoPartModel(ModelConfig.from_dict(presets.load("cpu-64-sem-5segments"))).eval()
+    rec = model.reconstruction_module
+    source, target = torch.rand(1, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    mask = torch.zeros(2, 1, 32, 32)
+    mask[:, :, 8:20, 10:24] = 1  # a part's hard mask at the part maps' resolution
+    with torch.no_grad():
+        seg_source, seg_target = model.segment(source), model.segment(target)
+        features = rec.encode(source)
+        paper = rec.swap(features, seg_source, target, seg_target, mask)
+        kept = rec.swap(features, seg_source, target, seg_target, mask, keep_outside=True)
+    full = torch.nn.functional.interpolate(mask, size=(64, 64), mode="bilinear", align_corners=False).expand_as(target)
+    assert torch.equal(kept[full == 0], target[full == 0])
+    assert torch.allclose(kept[full == 1], paper[full == 1])
+    assert not torch.allclose(paper[full == 0], target[full == 0])  # the paper's decoder redraws outside

@@ -33,6 +33,9 @@ def swap(
     checkpoint: options.Checkpoint = None,
     hard: bool = typer.Option(False, "--hard", help="Hard part mask (threshold 0.5) instead of soft."),
     source_mask: bool = typer.Option(False, "--source-mask", help="Take the mask from the source, warped to the target."),
+    keep_outside: bool = typer.Option(False, "--keep-outside",
+                                      help="Keep the target's own pixels outside the chosen parts (the paper blends "
+                                           "features only, so its decoder redraws the whole crop)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Result (default: TARGET.swap.mp4 beside it)."),
     force: options.Force = False,
     no_crop: options.NoCrop = False,
@@ -53,7 +56,7 @@ def swap(
     console = ui.console()
     with ui.CountProgress(console, "swap") as progress:
         result = run(target, source, parts, ModelChoice(k, preset, checkpoint), output=output, force=force, hard=hard,
-                     source_mask=source_mask, no_crop=no_crop, source_frame=source_frame, start=start, end=end,
+                     source_mask=source_mask, keep_outside=keep_outside, no_crop=no_crop, source_frame=source_frame, start=start, end=end,
                      max_frames=max_frames, device=device, batch_size=batch_size, precision=precision.value,
                      crf=crf, detector=detector.value, margin=margin, progress=progress,
                      notice=ui.notice(console), downloads=ui.downloads(console))

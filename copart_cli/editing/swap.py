@@ -65,6 +65,7 @@ def swap(
     force: bool = False,
     hard: bool = False,
     source_mask: bool = False,
+    keep_outside: bool = False,
     no_crop: bool = False,
     source_frame: int = 0,
     start: Optional[float] = None,
@@ -102,7 +103,7 @@ def swap(
             face = take(face, WHOLE, size)
         for text in notices:
             notice(text)
-        swapper = PartSwapper(loaded.model, face, channels, device, precision, hard, source_mask)
+        swapper = PartSwapper(loaded.model, face, channels, device, precision, hard, source_mask, keep_outside)
 
         def outputs(frames):
             for f, region, patch in batched_apply(regions(frames, track), size, batch_size, swapper):

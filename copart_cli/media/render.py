@@ -81,8 +81,10 @@ def background(frame: np.ndarray, style: str) -> np.ndarray:
     raise ValueError(f"unknown style {style}")
 
 
-def legend(colours: np.ndarray, part_names: Optional[dict] = None, title: str = "") -> np.ndarray:
-    """An RGB picture listing every channel: colour swatch, number and name (if any)."""
+def legend(colours: np.ndarray, part_names: Optional[dict] = None, title: str = "",
+           notes: Optional[dict] = None) -> np.ndarray:
+    """An RGB picture listing every channel: colour swatch, number, name (if any) and a note
+    (``notes``: channel -> text, e.g. how much of the figure it covers)."""
     names: dict[int, list[str]] = {}
     for name, channels in (part_names or {}).items():
         for c in channels:
@@ -101,6 +103,8 @@ def legend(colours: np.ndarray, part_names: Optional[dict] = None, title: str = 
         label = f"{k}  " + ("background" if k == 0 else "part")
         if k in names:
             label += "  " + ", ".join(names[k])
+        if notes and k in notes:
+            label += "  " + notes[k]
         cv2.putText(image, label, (pad + 52, y + 19), font, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
         y += row
     return image
