@@ -40,7 +40,7 @@ from copart import presets
 from copart.evaluation import metrics
 from copart.media.read import MediaReader
 from copart.models import CoPartModel, ModelConfig
-from copart.models.checkpoint import load_model
+from copart.models.checkpoint import load_model, read_checkpoint
 from copart.training.loop import TrainSettings, train
 from copart.training.synthetic import generate
 
@@ -145,6 +145,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", dest="sets", metavar="KEY=VALUE", help="Change a configuration key.")
     parser.add_argument("--tag", default="", help="Suffix of the run folders (for --set experiments).")
     parser.add_argument("--baselines", action="store_true", help="Also score k-means and the untrained model.")
+    parser.add_argument("--score", type=Path, action="append", metavar="RUN",
+                        help="Score a run trained elsewhere (e.g. by copart train on OUT/data) as a row.")
     opts = parser.parse_args()
     torch.set_num_threads(opts.threads)
     minutes = opts.minutes if opts.minutes is not None or opts.steps is not None else 20.0
@@ -175,6 +177,15 @@ def main() -> None:
                 (run / "result.json").write_text(json.dumps(result, indent=1))
             rows.append(json.loads((run / "result.json").read_text()))
             print(json.dumps(rows[-1]), flush=True)
+    for run in opts.score or []:
+        stored = load_model(run / "checkpoint.pth")
+        log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        rows.append({"recipe": f"copart train ({run.name})", "seed": "-", "steps": stored.step,
+                     "minutes": round(stored.step * read_checkpoint(run / "checkpoint.pth")["train"]["batch_size"]
+                                      / max(log[-1]["pairs_per_s"], 1e-9) / 60, 2),
+                     "pairs_per_s": log[-1]["pairs_per_s"],
+                     **score(segment(stored.model, fit["images"]), segment(stored.model, test["images"]), fit, test)})
+        print(json.dumps(rows[-1]), flush=True)
     baselines = {}
     if opts.baselines:
         config = presets.load(PRESET)
