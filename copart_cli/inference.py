@@ -129,7 +129,8 @@ def physical_cores() -> int:
 def set_compute_threads() -> int:
     """PyTorch's compute threads: one per physical core (:func:`physical_cores`), unless the
     user chose with ``OMP_NUM_THREADS`` (then PyTorch's own reading of it stands). Returns the
-    number in use. On a 2-core CPU 2 threads ran the model faster than 1 (README, speed section)."""
+    number in use. Hyper-threads add nothing to convolutions; on a machine busy with other
+    work fewer threads can be faster (README, speed section), which ``OMP_NUM_THREADS`` sets."""
     if not os.environ.get("OMP_NUM_THREADS"):
         wanted = physical_cores()
         if torch.get_num_threads() != wanted:
