@@ -46,6 +46,7 @@ def eval_command(
     plot_path: Optional[Path] = typer.Option(None, "--plot", help="Write predicted vs true landmarks on test images."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per batch."),
     device: options.Device = "auto",
+    # fp32 by default, not auto: eval reproduces the paper's figures, where the arithmetic matters.
     precision: options.PrecisionOption = options.Precision.fp32,
 ) -> None:
     from copart.evaluation.evaluate import evaluate

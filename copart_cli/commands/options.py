@@ -8,6 +8,15 @@ import typer
 
 
 class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class TrainPrecision(str, Enum):
+    """Training's arithmetic: chosen, never automatic (a run's results depend on it)."""
+
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
@@ -23,7 +32,20 @@ K = Annotated[Optional[int], typer.Option("--k", help="The published vox model w
 Preset = Annotated[Optional[str], typer.Option("--preset", metavar="NAME|YAML", help="Configuration preset or YAML.")]
 Checkpoint = Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="copart or authors' checkpoint file.")]
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda, cuda:N.")]
-PrecisionOption = Annotated[Precision, typer.Option("--precision", help="Arithmetic: fp32, or bf16/fp16 autocast.")]
+PrecisionOption = Annotated[Precision, typer.Option(
+    "--precision", help="Arithmetic: auto (bf16 where the hardware runs it faster: CUDA 8.0+, CPUs with AMX or AMD's "
+                        "AVX-512 BF16; else fp32), fp32 (the authors' exact arithmetic), or bf16/fp16 autocast.")]
+
+
+def _batch_size(value: str) -> str:
+    if value != "auto" and not (value.isdigit() and int(value) >= 1):
+        raise typer.BadParameter(f"'{value}' is neither auto nor a whole number from 1.")
+    return value
+
+
+TrainPrecisionOption = Annotated[TrainPrecision, typer.Option("--precision", help="Arithmetic: fp32, or bf16/fp16 autocast.")]
+BatchSize = Annotated[str, typer.Option("--batch-size", metavar="auto|N", callback=_batch_size,
+                                        help="Frames per model batch: auto (what runs fastest: 1 on the CPU, 8 on CUDA) or N.")]
 Force = Annotated[bool, typer.Option("--force", help="Replace existing outputs.")]
 NoCrop = Annotated[bool, typer.Option("--no-crop", help="Process whole frames resized to the model's resolution.")]
 Start = Annotated[Optional[float], typer.Option("--start", min=0, help="Start at this second of the input.")]

@@ -61,7 +61,7 @@ def train(
     vis_every: Optional[int] = typer.Option(None, "--vis-every", min=0,
                                             help="Training picture every N steps (0: never) (default 500)."),
     device: options.Device = "auto",
-    precision: options.PrecisionOption = options.Precision.fp32,
+    precision: options.TrainPrecisionOption = options.TrainPrecision.fp32,
 ) -> None:
     from copart.loading import pick_device
     from copart.training.loop import TrainingInterrupted, TrainSettings, new_run_config

@@ -10,16 +10,17 @@ import tempfile
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import numpy as np
 
-from copart.inference import Segmenter
+from copart.inference import Segmenter, resolve_batch_size, resolve_precision, set_compute_threads
 from copart.loading import ModelChoice, pick_device
 from copart.media import read, render, write
 from copart.media.faces import make_track
 from copart.media.masks import NpzStream
 from copart.media.pipeline import (
+    AHEAD,
     WHOLE,
     Progress,
     Stats,
@@ -28,6 +29,7 @@ from copart.media.pipeline import (
     process_still,
     regions,
     stream_video,
+    with_crops,
 )
 from copart.models.errors import CopartError
 
@@ -171,8 +173,8 @@ def segment(
     max_frames: Optional[int] = None,
     fps: float = 25.0,
     device: str = "auto",
-    batch_size: int = 8,
-    precision: str = "fp32",
+    batch_size: Union[int, str] = "auto",
+    precision: str = "auto",
     crf: int = 18,
     detector: str = "auto",
     margin: float = 0.3,
@@ -200,6 +202,9 @@ def segment(
             png_dir = _check_png_dir(Path(png_dir).expanduser(), force,
                                      [target, out_path, legend_path] + ([masks] if masks else []))
         device = pick_device(device)
+        precision = resolve_precision(precision, device)
+        batch_size = resolve_batch_size(batch_size, device)
+        set_compute_threads()
         loaded = model.load(device, downloads)
         net = loaded.model
         size = net.config.image_size[0]
@@ -218,8 +223,11 @@ def segment(
         segmenter = Segmenter(net, device, precision)
         seg_shape = (net.num_segments + 1, *net.config.segmentation_size)
 
+        def prepare(frames):  # in the decoding thread: the face track and the model's crops
+            return with_crops(regions(frames, track), size)
+
         def outputs(frames):
-            items = batched_apply(regions(frames, track), size, batch_size, segmenter)
+            items = batched_apply(frames, size, batch_size, segmenter)
             for frame, region, out in smoothed(items, smooth):
                 image, label = painted(frame.image, out, region, colours, style, hard)
                 if npz is not None:
@@ -233,9 +241,10 @@ def segment(
                 yield frame, image, out is not None
 
         if reader.still:
-            stats = process_still(reader, out_path, outputs)
+            stats = process_still(reader, out_path, outputs, prepare)
         else:
-            stats = stream_video(reader, out_path, outputs, crf, progress, notice)
+            stats = stream_video(reader, out_path, outputs, crf, progress, notice, prepare,
+                                 ahead=max(AHEAD, 2 * batch_size))
         written.append(out_path)
         write.write_image(render.legend(colours, loaded.part_names, f"K = {net.num_segments}"), legend_path)
         written.append(legend_path)

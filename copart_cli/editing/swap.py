@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
-from copart.inference import PartSwapper
+from copart.inference import PartSwapper, resolve_batch_size, resolve_precision, set_compute_threads
 from copart.loading import ModelChoice, parse_parts, pick_device
 from copart.media import read, write
 from copart.media.faces import best_face, face_to_box, make_track
 from copart.media.pipeline import (
+    AHEAD,
     WHOLE,
     Progress,
     Stats,
@@ -20,6 +21,7 @@ from copart.media.pipeline import (
     regions,
     stream_video,
     take,
+    with_crops,
 )
 from copart.models.errors import CopartError
 
@@ -72,8 +74,8 @@ def swap(
     end: Optional[float] = None,
     max_frames: Optional[int] = None,
     device: str = "auto",
-    batch_size: int = 4,
-    precision: str = "fp32",
+    batch_size: Union[int, str] = "auto",
+    precision: str = "auto",
     crf: int = 18,
     detector: str = "auto",
     margin: float = 0.3,
@@ -82,12 +84,17 @@ def swap(
     downloads=None,
 ) -> SwapResult:
     """Swap ``parts`` (names or channel numbers) of the face in ``source`` into every frame of
-    ``target``; a video gives an MP4 with the target's timing and sound, an image an image."""
+    ``target``; a video gives an MP4 with the target's timing and sound, an image an image.
+    ``precision`` and ``batch_size`` ``auto`` take what runs fastest on the device
+    (:func:`copart.inference.resolve_precision`, :func:`copart.inference.resolve_batch_size`)."""
     reader = read.MediaReader(target, "Target", start=start, end=end, max_frames=max_frames)
     try:
         out_path = output_path(target, source, output, force, reader.still)
         face = source_image(source, source_frame)
         device = pick_device(device)
+        precision = resolve_precision(precision, device)
+        batch_size = resolve_batch_size(batch_size, device)
+        set_compute_threads()
         loaded = model.load(device, downloads)
         channels = parse_parts(parts, loaded.part_names, loaded.model.num_segments)
         size = loaded.model.config.image_size[0]
@@ -105,14 +112,18 @@ def swap(
             notice(text)
         swapper = PartSwapper(loaded.model, face, channels, device, precision, hard, source_mask, keep_outside)
 
-        def outputs(frames):
-            for f, region, patch in batched_apply(regions(frames, track), size, batch_size, swapper):
+        def prepare(frames):  # in the decoding thread: the face track and the model's crops
+            return with_crops(regions(frames, track), size)
+
+        def outputs(items):
+            for f, region, patch in batched_apply(items, size, batch_size, swapper):
                 yield f, (put(f.image, patch, region) if patch is not None else f.image), patch is not None
 
         if reader.still:
-            stats = process_still(reader, out_path, outputs)
+            stats = process_still(reader, out_path, outputs, prepare)
         else:
-            stats = stream_video(reader, out_path, outputs, crf, progress, notice)
+            stats = stream_video(reader, out_path, outputs, crf, progress, notice, prepare,
+                                 ahead=max(AHEAD, 2 * batch_size))
     finally:
         reader.close()
     return SwapResult(out_path, stats)

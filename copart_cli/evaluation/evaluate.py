@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import torch
 
-from copart.inference import autocast, to_tensor
+from copart.inference import autocast, resolve_precision, set_compute_threads, to_tensor
 from copart.loading import ModelChoice, pick_device
 from copart.media.faces import best_face, face_to_box, make_detector
 from copart.media.pipeline import WHOLE, Progress, frame_maps, take
@@ -118,6 +118,8 @@ def evaluate(
     fit_files = formats.images_of(root / "train") if want_mae else []
     test_names = [f.name for f in test_files]
     device = pick_device(device)  # before face-alignment, which takes no "auto"
+    precision = resolve_precision(precision, device)
+    set_compute_threads()
     if want_mae:
         fit_lm, test_lm = (
             _landmarks(root, split, files, given, trust_pickle, device)

@@ -27,6 +27,9 @@ S3FD_HASH = "619a316812"  # torch.hub checks that the file's sha256 starts so (t
 # carried for up to MAX_GAP_SECONDS where the detector misses the face.
 TRACK_WINDOW = 8
 MAX_GAP_SECONDS = 2.0
+# The detector runs on this many frames a second (every 5th at 25 frames/s; again on the next
+# frame where it missed); the smoothing fills the frames between.
+DETECTIONS_PER_SECOND = 5
 
 
 @dataclass(frozen=True)
@@ -157,11 +160,14 @@ class FaceTrack:
     Each frame's box is the Gaussian-weighted mean of the detections within
     ``window`` frames either side (a look-ahead of ``window`` frames is buffered, so
     memory stays bounded). Where no detection is that near, the last box is carried
-    for up to ``max_gap`` frames; beyond that the frame has no box.
+    for up to ``max_gap`` frames; beyond that the frame has no box. The detector runs on
+    every ``detect_every``-th frame, and on the next frame after a miss.
     """
 
-    def __init__(self, detector, margin: float = 0.3, window: int = 8, max_gap: int = 60):
+    def __init__(self, detector, margin: float = 0.3, window: int = 8, max_gap: int = 60, detect_every: int = 1):
         self.detector = detector
+        self.detect_every = max(1, int(detect_every))
+        self._countdown = 0  # frames until the next detection
         self.margin = margin
         self.window = max(0, int(window))
         self.max_gap = int(max_gap)
@@ -176,8 +182,12 @@ class FaceTrack:
         """Yield ``(frame, box or None)`` for every frame, in order."""
         for frame in frames:
             image = image_of(frame)
-            face = best_face(self.detector.detect(image), self._last)
-            box = face_to_box(face, self.margin) if face is not None else None
+            box = None
+            if self._countdown <= 0:
+                face = best_face(self.detector.detect(image), self._last)
+                box = face_to_box(face, self.margin) if face is not None else None
+                self._countdown = self.detect_every if box is not None else 1
+            self._countdown -= 1
             if box is not None:
                 self.detections += 1
                 if self.whole_frame is None:
@@ -279,4 +289,6 @@ def paste(image: np.ndarray, patch: np.ndarray, box: Box, feather: float = 0.08)
 def make_track(kind: str, device: str, margin: float, fps, notices: list) -> "FaceTrack":
     """The face track the video commands use: ``kind``'s detector, copart's smoothing and gap."""
     detector = make_detector(kind, device, notices)
-    return FaceTrack(detector, margin, TRACK_WINDOW, int(round(MAX_GAP_SECONDS * float(fps or 25))))
+    fps = float(fps or 25)
+    return FaceTrack(detector, margin, TRACK_WINDOW, int(round(MAX_GAP_SECONDS * fps)),
+                     max(1, int(round(fps / DETECTIONS_PER_SECOND))))

@@ -3,13 +3,22 @@
 ``decode -> face crop / resize -> model batch -> paste back -> encode``: each stage
 hands the next one a frame or a batch; no stage holds a whole video. What runs on the
 batches is a plain callable (``copart.inference``); this module knows no model.
+
+The stages overlap (:func:`stream_video`): decoding, face detection and cropping run in
+a thread ahead of the model, encoding in a thread behind it, joined by bounded queues
+(memory stays flat) that keep the frames' order. FFmpeg, OpenCV and PyTorch release the
+GIL in their work, so on a GPU the model need not wait for the CPU, and on a CPU the
+model's threads are idle less. An error in any stage, or Ctrl-C, stops them all and
+leaves nothing written.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import cv2
 import numpy as np
@@ -81,33 +90,170 @@ def frame_maps(maps: np.ndarray, region, shape) -> tuple[np.ndarray, tuple[int, 
     return full[:, cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0], (cx0, cy0, cx1, cy1)
 
 
+def with_crops(items: Iterable[tuple[object, object]], size: int,
+               image_of=lambda f: f.image) -> Iterator[tuple[object, object, Optional[np.ndarray]]]:
+    """``(frame, region, crop)``: each region's model input taken from its frame ahead of the
+    model (None where the frame has no region), for :func:`batched_apply`."""
+    for frame, region in items:
+        yield frame, region, (take(image_of(frame), region, size) if region is not None else None)
+
+
 def batched_apply(
-    items: Iterable[tuple[object, object]],
+    items: Iterable[tuple],
     size: int,
     batch_size: int,
     apply: Callable[[list[np.ndarray]], list[np.ndarray]],
     image_of=lambda f: f.image,
 ) -> Iterator[tuple[object, object, Optional[np.ndarray]]]:
     """Run ``apply`` on batches of model-sized crops; yield ``(frame, region, output)`` in
-    order (output None where the frame has no region)."""
+    order (output None where the frame has no region). Items are ``(frame, region)``, or
+    ``(frame, region, crop)`` with the crop already taken (:func:`with_crops`)."""
     pending: list = []
     count = 0
 
     def flush():
-        crops = [take(image_of(f), r, size) for f, r in pending if r is not None]
+        crops = [c if c is not None else take(image_of(f), r, size) for f, r, c in pending if r is not None]
         outputs = iter(apply(crops) if crops else [])
-        for f, r in pending:
+        for f, r, _ in pending:
             yield f, r, (next(outputs) if r is not None else None)
         pending.clear()
 
-    for frame, region in items:
-        pending.append((frame, region))
+    for item in items:
+        frame, region = item[0], item[1]
+        pending.append((frame, region, item[2] if len(item) > 2 else None))
         count += region is not None
         if count >= batch_size or len(pending) >= 4 * batch_size:
             yield from flush()
             count = 0
     if pending:
         yield from flush()
+
+
+class _Stage:
+    """One background thread of the pipeline; ``stop`` (shared by all stages) ends it."""
+
+    POLL = 0.05  # seconds between looks at ``stop`` while waiting on a queue
+
+    def __init__(self, stop: threading.Event, depth: int, name: str):
+        self.stop = stop
+        self.queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self.error: Optional[BaseException] = None
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _put(self, item) -> bool:
+        """Queue ``item``, waiting while the queue is full; False once the pipeline stops."""
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=self.POLL)
+                return True
+            except queue.Full:
+                if self.error is not None:
+                    return False
+        return False
+
+    def join(self) -> None:
+        while self.thread.is_alive():
+            self.thread.join(timeout=1.0)
+
+    def _run(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+_END = object()
+
+
+class Ahead(_Stage):
+    """Iterates ``items`` in a thread, up to ``depth`` items ahead of whoever iterates this
+    (in order); an exception there is raised here."""
+
+    def __init__(self, items: Iterable, depth: int, stop: threading.Event, name: str = "copart-decode"):
+        super().__init__(stop, depth, name)
+        self.items = items
+        self.thread.start()
+
+    def _run(self) -> None:
+        items = self.items
+        try:
+            for item in items:
+                if not self._put((True, item)):
+                    return
+            self._put((True, _END))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self._put((False, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # here, in the thread that ran it
+
+    def __iter__(self) -> Iterator:
+        while True:
+            try:
+                ok, item = self.queue.get(timeout=self.POLL)
+            except queue.Empty:
+                if not self.thread.is_alive() and self.queue.empty():
+                    if self.stop.is_set():
+                        return
+                    raise RuntimeError("the decoding thread ended without its last word") from None
+                continue
+            if not ok:
+                raise item
+            if item is _END:
+                return
+            yield item
+
+
+class Behind(_Stage):
+    """Runs ``handle(item)`` in a thread for each item :meth:`put` (in order), up to ``depth``
+    waiting; its exception is raised by the next :meth:`put` or by :meth:`finish`."""
+
+    def __init__(self, handle: Callable[[Any], None], depth: int, stop: threading.Event,
+                 name: str = "copart-encode"):
+        super().__init__(stop, depth, name)
+        self.handle = handle
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self.queue.get(timeout=self.POLL)
+            except queue.Empty:
+                if self.stop.is_set():
+                    return
+                continue
+            if item is _END:
+                return
+            try:
+                self.handle(item)
+            except BaseException as exc:  # noqa: BLE001 - raised in the main thread
+                self.error = exc
+                return
+
+    def put(self, item) -> None:
+        if self.error is None and not self._put(item) and self.error is None:
+            raise RuntimeError("the encoding thread stopped")
+        if self.error is not None:
+            raise self.error
+
+    def finish(self) -> None:
+        """Wait until every item is handled; raise what went wrong there."""
+        if self.error is None:
+            self._put(_END)
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+
+def _until(stop: threading.Event, frames: Iterable) -> Iterator:
+    for frame in frames:
+        if stop.is_set():
+            return
+        yield frame
+
+
+# Queue depths: frames decoded (and cropped) ahead of the model, and outputs waiting for the
+# encoder. Bounded, so that memory does not grow with the video: at most this many frames wait.
+AHEAD = 8
+BEHIND = 8
 
 
 def stream_video(
@@ -117,56 +263,88 @@ def stream_video(
     crf: int = 18,
     progress: Optional[Progress] = None,
     notice: Callable[[str], None] = lambda text: None,
+    prepare: Optional[Callable[[Iterator], Iterator]] = None,
+    ahead: int = AHEAD,
 ) -> Stats:
     """Decode ``reader``, turn its frames into output images with ``outputs`` (which yields
     ``(frame, image, processed)`` in order) and encode them to ``out_path`` with the input's
-    timestamps and sound. On any error or Ctrl-C nothing is left under ``out_path``."""
+    timestamps and sound. On any error or Ctrl-C nothing is left under ``out_path``.
+
+    Three threads: decoding (and ``prepare``, which maps the decoded frames to what
+    ``outputs`` takes: face tracking, crops) runs up to ``ahead`` items ahead of
+    ``outputs`` (the model, in the calling thread), and encoding runs behind it."""
     stats = Stats()
-    writer = None
+    stop = threading.Event()
+    lock = threading.Lock()  # the writer's muxer, shared by the audio (decoding thread) and the video
+    state: dict = {"writer": None}
     pending_audio: list = []
 
-    def on_audio(packet, offset):
-        if writer is None:
-            pending_audio.append(packet)
-        else:
-            writer.write_audio(packet, offset or 0.0)
+    def on_audio(packet, offset):  # in the decoding thread
+        with lock:
+            if state["writer"] is None:
+                pending_audio.append(packet)
+            else:
+                state["writer"].write_audio(packet, offset or 0.0)
+
+    def encode(item):  # in the encoding thread
+        image, pts = item
+        state["writer"].write(image, pts)
 
     frames = reader.frames(on_audio=on_audio)
+    source = _until(stop, frames)
+    decoded = Ahead(prepare(source) if prepare is not None else source, ahead, stop)
+    encoder: Optional[Behind] = None
     try:
         if progress is not None:
             progress(0, reader.estimated_frames)
-        for frame, image, processed in outputs(frames):
-            if writer is None:
+        for frame, image, processed in outputs(iter(decoded)):
+            if encoder is None:
                 writer = VideoWriter(out_path, image.shape[1], image.shape[0], reader.fps, frame.time_base,
                                      reader.audio_streams, crf=crf)
                 for text in writer.notices:
                     notice(text)
-                for packet in pending_audio:
-                    writer.write_audio(packet, reader.offset or 0.0)
-                pending_audio.clear()
-            writer.write(image, frame.pts)
+                writer.mux_lock = lock
+                with lock:
+                    state["writer"] = writer
+                    for packet in pending_audio:
+                        writer.write_audio(packet, reader.offset or 0.0)
+                    pending_audio.clear()
+                encoder = Behind(encode, BEHIND, stop)
+            encoder.put((image, frame.pts))
             stats.frames += 1
             stats.processed += bool(processed)
             if progress is not None:
                 progress(stats.frames, reader.estimated_frames)
-        if writer is None:
+        if encoder is None:
             raise CopartError(f"{reader.what} {reader.path} has no frames.")
-        writer.close()
+        encoder.finish()
+        decoded.join()
+        with lock:
+            state["writer"].close()
         if progress is not None:
             progress(stats.frames, stats.frames)
     except BaseException:
-        if writer is not None:
-            writer.abort()
+        stop.set()
+        decoded.join()
+        if encoder is not None:
+            encoder.join()
+        if state["writer"] is not None:
+            state["writer"].abort()
         raise
     finally:
+        stop.set()
+        decoded.join()
+        if encoder is not None:
+            encoder.join()
         frames.close()
     return stats
 
 
-def process_still(reader, out_path, outputs) -> Stats:
-    """The one frame of a still image through ``outputs``, written to ``out_path``."""
+def process_still(reader, out_path, outputs, prepare=None) -> Stats:
+    """The one frame of a still image through ``outputs`` (after ``prepare``), written to ``out_path``."""
     stats = Stats()
-    for _, image, processed in outputs(reader.frames()):
+    frames = reader.frames()
+    for _, image, processed in outputs(prepare(frames) if prepare is not None else frames):
         write_image(image, out_path)
         stats.frames, stats.processed = 1, int(processed)
     return stats

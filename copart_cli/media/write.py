@@ -99,6 +99,9 @@ class VideoWriter:
             raise
         self.frames = 0
         self._last_pts = None
+        # Held while muxing a video packet: a pipeline that writes audio from another thread
+        # (under the same lock) sets it; the encoding itself runs outside it.
+        self.mux_lock = contextlib.nullcontext()
 
     def write(self, image: np.ndarray, pts: Optional[int] = None) -> None:
         """Encode an RGB uint8 frame; ``pts`` in the writer's time base (None: frame count)."""
@@ -121,8 +124,10 @@ class VideoWriter:
         frame.pts = pts
         frame.time_base = self.time_base
         self._last_pts = pts
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
+        packets = self.stream.encode(frame)
+        with self.mux_lock:
+            for packet in packets:
+                self.container.mux(packet)
         self.frames += 1
 
     def write_audio(self, packet, offset: float = 0.0) -> None:

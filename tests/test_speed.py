@@ -1,0 +1,258 @@
+"""The run-time policy (precision, batch size, threads, memory layout) and the threaded
+pipeline: order kept, errors and Ctrl-C carried to the caller, nothing left behind."""
+
+import copy
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from copart import inference
+from copart.inference import PartSwapper, Segmenter
+from copart.media import faces
+from copart.media.faces import FaceTrack
+from copart.media.pipeline import WHOLE, batched_apply, stream_video, with_crops
+from copart.media.read import MediaReader, probe, read_image
+from copart.models.checkpoint import load_model
+from copart.models.errors import CopartError
+
+INTEL, AMD = "GenuineIntel", "AuthenticAMD"
+
+
+@pytest.fixture
+def cpu(monkeypatch):
+    """Pretend to be a CPU with the given vendor and /proc/cpuinfo flags."""
+
+    def pretend(vendor, *flags):
+        monkeypatch.setattr(inference, "cpu_features", lambda: (vendor, frozenset(flags)))
+
+    return pretend
+
+
+@pytest.mark.parametrize("vendor, flags, expected", [
+    (INTEL, ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"), "bf16"),  # Sapphire Rapids: AMX
+    (INTEL, ("avx2", "avx512f", "avx512_bf16"), "fp32"),  # AVX-512 BF16 without AMX: slower than fp32
+    (AMD, ("avx2", "avx512f", "avx512_bf16"), "bf16"),  # Zen 4: VDPBF16PS at twice the fp32 rate
+    (AMD, ("avx2",), "fp32"),
+    (INTEL, ("avx2", "avx512f"), "fp32"),
+    ("", (), "fp32"),  # no /proc/cpuinfo
+])
+def test_auto_precision_on_cpus(cpu, vendor, flags, expected):
+    cpu(vendor, *flags)
+    assert inference.auto_precision("cpu") == expected
+    assert inference.resolve_precision("auto", "cpu") == expected
+    for given in ("fp32", "bf16", "fp16"):  # an explicit choice always stands
+        assert inference.resolve_precision(given, "cpu") == given
+
+
+@pytest.mark.parametrize("capability, expected", [((8, 0), "bf16"), ((9, 0), "bf16"), ((7, 5), "fp32")])
+def test_auto_precision_on_cuda(monkeypatch, capability, expected):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert inference.auto_precision("cuda") == expected
+    assert inference.auto_precision("cuda:1") == expected
+
+
+def test_the_real_cpu_flags_are_read():
+    vendor, flags = inference.cpu_features()
+    if not flags:
+        pytest.skip("no /proc/cpuinfo")
+    assert "fpu" in flags or "sse2" in flags or "neon" in flags or "fp" in flags
+
+
+def test_unknown_precision_is_one_sentence():
+    with pytest.raises(CopartError, match="Unknown precision 'fp8'"):
+        inference.resolve_precision("fp8", "cpu")
+
+
+def test_batch_size_auto_per_device():
+    assert inference.resolve_batch_size("auto", "cpu") == 1
+    assert inference.resolve_batch_size(None, "cpu") == 1
+    assert inference.resolve_batch_size("auto", "cuda") == inference.AUTO_BATCH["cuda"] > 1
+    assert inference.resolve_batch_size("3", "cpu") == inference.resolve_batch_size(3, "cuda") == 3
+    with pytest.raises(CopartError):
+        inference.resolve_batch_size("many", "cpu")
+
+
+def test_threads_follow_the_physical_cores_unless_the_user_chose(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(inference, "physical_cores", lambda: 3)
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(1)
+        assert inference.set_compute_threads() == 1  # the user's choice stands
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        assert inference.set_compute_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_physical_cores_count_cores_not_hyperthreads(monkeypatch, tmp_path):
+    import os
+    from pathlib import Path
+
+    # Four logical CPUs, two cores with two threads each; the process may use CPUs 0, 1 and 2.
+    real = Path
+    for cpu, core in enumerate((0, 0, 1, 1)):
+        folder = tmp_path / f"cpu{cpu}" / "topology"
+        folder.mkdir(parents=True)
+        (folder / "core_id").write_text(f"{core}\n")
+        (folder / "physical_package_id").write_text("0\n")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+
+    def fake_path(text, *rest):
+        text = str(text)
+        if text.startswith("/sys/devices/system/cpu/"):
+            return real(tmp_path, text[len("/sys/devices/system/cpu/"):], *rest)
+        if text == "/sys/fs/cgroup/cpu.max":
+            return real(tmp_path, "cpu.max")
+        return real(text, *rest)
+
+    monkeypatch.setattr(inference, "Path", fake_path)
+    assert inference.physical_cores() == 2
+    (tmp_path / "cpu.max").write_text("100000 100000\n")  # a one-CPU quota
+    assert inference.physical_cores() == 1
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert inference.physical_cores() == 2
+
+
+def test_channels_last_changes_no_result(fixture_checkpoint, astronaut, carphone):
+    """The CPU's channels-last layout sums in another order: the same pictures (1e-6 in float,
+    at most 1 of 255 in a few pixels), the same part maps to float16 rounding."""
+    model = load_model(fixture_checkpoint).model
+    source = read_image(astronaut)[:128, :128]
+    with MediaReader(carphone, max_frames=3) as reader:
+        crops = [f.image[:128, :128] for f in reader.frames()]
+    for hard, source_mask in ((False, False), (True, False), (False, True)):
+        plain = PartSwapper(copy.deepcopy(model), source, [1, 2], "cpu", "fp32", hard, source_mask, channels_last=False)
+        fast = PartSwapper(copy.deepcopy(model), source, [1, 2], "cpu", "fp32", hard, source_mask, channels_last=True)
+        for a, b in zip(plain(crops), fast(crops)):
+            diff = np.abs(a.astype(int) - b)
+            assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+    plain = Segmenter(copy.deepcopy(model), "cpu", "fp32", channels_last=False)(crops)
+    fast = Segmenter(copy.deepcopy(model), "cpu", "fp32", channels_last=True)(crops)
+    for a, b in zip(plain, fast):
+        assert a["segmentation"].flags.c_contiguous and b["segmentation"].flags.c_contiguous
+        assert np.abs(a["segmentation"].astype(np.float32) - b["segmentation"]).max() <= 1e-3
+        assert np.abs(a["shift"] - b["shift"]).max() <= 1e-5
+
+
+# The threaded pipeline, with a stand-in for the model.
+
+class _Reader:
+    """A MediaReader stand-in: ``n`` numbered frames, optionally failing at frame ``fail``."""
+
+    what, path, fps, audio_streams, offset = "Video", "clip.mp4", 25, [], 0.0
+
+    def __init__(self, n, fail=None, shape=(48, 64)):
+        self.n, self.fail, self.shape = n, fail, shape
+        self.estimated_frames = n
+        self.closed = False
+
+    def frames(self, on_audio=None):
+        from fractions import Fraction
+
+        from copart.media.read import Frame
+
+        try:
+            for i in range(self.n):
+                if i == self.fail:
+                    raise CopartError(f"frame {i} cannot be decoded")
+                yield Frame(np.full((*self.shape, 3), i % 256, np.uint8), i, i, Fraction(1, 25))
+        finally:
+            self.closed = True
+
+
+def _whole(frames):
+    return ((f, WHOLE) for f in frames)
+
+
+def _identity(items):
+    for f, region, patch in batched_apply(items, 32, 3, lambda crops: crops):
+        yield f, f.image, patch is not None
+
+
+def test_the_threaded_pipeline_keeps_the_order_and_every_frame(tmp_path):
+    out = tmp_path / "o.mp4"
+    seen = []
+
+    def prepare(frames):
+        for f in frames:
+            seen.append(threading.current_thread().name)
+            yield f, WHOLE
+
+    reader = _Reader(40)
+    stats = stream_video(reader, out, _identity, prepare=lambda frames: with_crops(prepare(frames), 32), ahead=4)
+    assert stats.frames == stats.processed == 40 and reader.closed
+    assert set(seen) == {"copart-decode"}  # decoding and cropping ran ahead, in their own thread
+    info = probe(out)
+    assert info["frames"] == 40
+    import av
+
+    with av.open(str(out)) as c:
+        means = [f.to_ndarray(format="rgb24").mean() for f in c.decode(video=0)]
+    assert np.allclose(means, np.arange(40), atol=1.5)  # in order
+    assert not [t for t in threading.enumerate() if t.name.startswith("copart-")]
+
+
+def test_an_error_while_decoding_reaches_the_caller_and_leaves_nothing(tmp_path):
+    reader = _Reader(40, fail=25)
+    with pytest.raises(CopartError, match="frame 25 cannot be decoded"):
+        stream_video(reader, tmp_path / "o.mp4", _identity, prepare=_whole)
+    assert list(tmp_path.iterdir()) == [] and reader.closed
+    assert not [t for t in threading.enumerate() if t.name.startswith("copart-")]
+
+
+def test_an_error_while_encoding_reaches_the_caller_and_leaves_nothing(tmp_path, monkeypatch):
+    from copart.media import write
+
+    real = write.VideoWriter._write
+    calls = {"n": 0}
+
+    def fail_later(self, image, pts):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise CopartError("the encoder gave up")
+        return real(self, image, pts)
+
+    monkeypatch.setattr(write.VideoWriter, "_write", fail_later)
+    with pytest.raises(CopartError, match="the encoder gave up"):
+        stream_video(_Reader(200), tmp_path / "o.mp4", _identity, prepare=_whole)
+    assert list(tmp_path.iterdir()) == []
+    assert not [t for t in threading.enumerate() if t.name.startswith("copart-")]
+
+
+def test_ctrl_c_in_the_model_stops_every_stage_and_leaves_nothing(tmp_path):
+    def interrupted(items):
+        for i, (f, image, processed) in enumerate(_identity(items)):
+            if i == 10:
+                raise KeyboardInterrupt
+            yield f, image, processed
+
+    reader = _Reader(10_000)
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        stream_video(reader, tmp_path / "o.mp4", interrupted, prepare=_whole)
+    assert time.perf_counter() - start < 30
+    assert list(tmp_path.iterdir()) == [] and reader.closed
+    assert not [t for t in threading.enumerate() if t.name.startswith("copart-")]
+
+
+def test_detecting_every_few_frames_still_tracks_every_frame():
+    class Counting:
+        calls = 0
+
+        def detect(self, image):
+            Counting.calls += 1
+            return [] if Counting.calls == 3 else [(20.0, 20.0, 60.0, 60.0, 1.0)]  # one miss
+
+    track = FaceTrack(Counting(), 0.3, window=8, max_gap=50, detect_every=5)
+    frames = (np.zeros((120, 160, 3), np.uint8) for _ in range(50))
+    boxes = [box for _, box in track.track(frames, image_of=lambda image: image)]
+    assert len(boxes) == 50 and all(b is not None for b in boxes)
+    assert all(abs(b.cx - 40) < 1e-6 and abs(b.cy - 40) < 1e-6 for b in boxes)
+    # Frames 0, 5, then the miss at 10 is retried at 11, then 16, 21, ...: 11 calls, not 50.
+    assert Counting.calls == 11 and track.detections == 10
+    assert faces.make_track("haar", "cpu", 0.3, 25, []).detect_every == 5
+    assert faces.make_track("haar", "cpu", 0.3, 60, []).detect_every == 12
