@@ -9,7 +9,7 @@ from typing import Callable, Optional, Sequence
 from copart.inference import PartSwapper
 from copart.loading import ModelChoice, parse_parts, pick_device
 from copart.media import read, write
-from copart.media.faces import best_face, face_to_box, make_track
+from copart.media.faces import FaceSummary, best_face, face_to_box, make_track, parse_face
 from copart.media.pipeline import (
     WHOLE,
     Progress,
@@ -30,6 +30,7 @@ VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov"}
 class SwapResult:
     output: Path
     stats: Stats
+    faces: Optional[FaceSummary] = None  # faces found and frames swapped per face (None: no cropping)
 
 
 def output_path(target: Path, source: Path, output: Optional[Path], force: bool, still: bool) -> Path:
@@ -76,16 +77,20 @@ def swap(
     crf: int = 18,
     detector: str = "auto",
     margin: float = 0.3,
+    face: str = "largest",
     progress: Optional[Progress] = None,
     notice: Callable[[str], None] = lambda text: None,
     downloads=None,
 ) -> SwapResult:
     """Swap ``parts`` (names or channel numbers) of the face in ``source`` into every frame of
-    ``target``; a video gives an MP4 with the target's timing and sound, an image an image."""
+    ``target``; a video gives an MP4 with the target's timing and sound, an image an image.
+    ``face`` says which faces of the target: ``largest`` (followed from when it appears), a
+    number N (the N-th from the left), the path of an image of the face to follow, or ``all``."""
+    choice = parse_face(face, no_crop)
     reader = read.MediaReader(target, "Target", start=start, end=end, max_frames=max_frames)
     try:
         out_path = output_path(target, source, output, force, reader.still)
-        face = source_image(source, source_frame)
+        source_face = source_image(source, source_frame)
         device = pick_device(device)
         loaded = model.load(device, downloads)
         channels = parse_parts(parts, loaded.part_names, loaded.model.num_segments)
@@ -93,16 +98,16 @@ def swap(
         notices: list[str] = []
         track = None
         if not no_crop:
-            track = make_track(detector, device, margin, reader.fps, notices)
-            found = best_face(track.detector.detect(face))
+            track = make_track(detector, device, margin, reader.fps, notices, choice)
+            found = best_face(track.detector.detect(source_face))
             if found is None:
                 raise CopartError(f"No face found in source {source}; use --no-crop to use the whole image.")
-            face = take(face, face_to_box(found, margin), size)
+            source_face = take(source_face, face_to_box(found, margin), size)
         else:
-            face = take(face, WHOLE, size)
+            source_face = take(source_face, WHOLE, size)
         for text in notices:
             notice(text)
-        swapper = PartSwapper(loaded.model, face, channels, device, precision, hard, source_mask)
+        swapper = PartSwapper(loaded.model, source_face, channels, device, precision, hard, source_mask)
 
         def outputs(frames):
             for f, region, patch in batched_apply(regions(frames, track), size, batch_size, swapper):
@@ -114,4 +119,4 @@ def swap(
             stats = stream_video(reader, out_path, outputs, crf, progress, notice)
     finally:
         reader.close()
-    return SwapResult(out_path, stats)
+    return SwapResult(out_path, stats, track.summary() if track is not None else None)

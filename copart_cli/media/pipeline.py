@@ -17,7 +17,7 @@ import numpy as np
 from copart.models.errors import CopartError
 
 from . import render
-from .faces import FaceTrack, crop, paste
+from .faces import FaceTrack, crop, paste, paste_all
 from .write import VideoWriter, write_image
 
 # Progress reports: ``progress(done, total)`` (total None while unknown).
@@ -42,7 +42,8 @@ class Stats:
 
 
 def regions(frames: Iterable, track: Optional[FaceTrack]) -> Iterator[tuple[object, object]]:
-    """``(frame, region)`` with region a :class:`Box`, ``WHOLE`` (no cropping) or None (no face)."""
+    """``(frame, region)`` with region a :class:`Box`, ``WHOLE`` (no cropping), None (no face),
+    or with ``--face all`` a ``{face number: Box}`` dict (several faces, each on its own crop)."""
     if track is None:
         for frame in frames:
             yield frame, WHOLE
@@ -58,8 +59,11 @@ def take(image: np.ndarray, region, size: int) -> np.ndarray:
     return crop(image, region, size)
 
 
-def put(image: np.ndarray, patch: np.ndarray, region) -> np.ndarray:
-    """The frame with the model's output for ``region`` put back."""
+def put(image: np.ndarray, patch, region) -> np.ndarray:
+    """The frame with the model's output for ``region`` put back (for a dict of regions, a dict
+    of outputs with the same keys, pasted in one pass)."""
+    if isinstance(region, dict):
+        return paste_all(image, [patch[k] for k in region], list(region.values()))
     if region is WHOLE:
         h, w = image.shape[:2]
         interpolation = cv2.INTER_AREA if patch.shape[0] > max(h, w) else cv2.INTER_LINEAR
@@ -89,20 +93,30 @@ def batched_apply(
     image_of=lambda f: f.image,
 ) -> Iterator[tuple[object, object, Optional[np.ndarray]]]:
     """Run ``apply`` on batches of model-sized crops; yield ``(frame, region, output)`` in
-    order (output None where the frame has no region)."""
+    order (output None where the frame has no region; for a dict of regions, a dict of
+    outputs: every face of a frame is its own crop in the batch)."""
     pending: list = []
     count = 0
 
     def flush():
-        crops = [take(image_of(f), r, size) for f, r in pending if r is not None]
+        crops = []
+        for f, r in pending:
+            if isinstance(r, dict):
+                image = image_of(f)
+                crops += [take(image, box, size) for box in r.values()]
+            elif r is not None:
+                crops.append(take(image_of(f), r, size))
         outputs = iter(apply(crops) if crops else [])
         for f, r in pending:
-            yield f, r, (next(outputs) if r is not None else None)
+            if isinstance(r, dict):
+                yield f, r, {k: next(outputs) for k in r}
+            else:
+                yield f, r, (next(outputs) if r is not None else None)
         pending.clear()
 
     for frame, region in items:
         pending.append((frame, region))
-        count += region is not None
+        count += len(region) if isinstance(region, dict) else region is not None
         if count >= batch_size or len(pending) >= 4 * batch_size:
             yield from flush()
             count = 0
