@@ -68,7 +68,8 @@ def segment(
     summary = f"Segmented {stats.frames} frame{'s' if stats.frames != 1 else ''}, {stats.seconds:.1f} s, " \
               f"{stats.frames / max(stats.seconds, 1e-9):.2f} frames/s"
     if stats.passed_through:
-        summary += f", {stats.passed_through} without a face"
+        what = "the chosen face" if result.faces and result.faces.found > 1 and face != "all" else "a face"
+        summary += f", {stats.passed_through} without {what}"
     if result.faces is not None:
         summary += f"; {result.faces.describe()}"
     typer.echo(f"{summary} -> {', '.join(map(str, result.written))}")

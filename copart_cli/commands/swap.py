@@ -65,7 +65,8 @@ def swap(
         f"{stats.frames / max(stats.seconds, 1e-9):.2f} frames/s"
     )
     if stats.passed_through:
-        summary += f", {stats.passed_through} without a face passed through unchanged"
+        what = "the chosen face" if result.faces and result.faces.found > 1 and face != "all" else "a face"
+        summary += f", {stats.passed_through} without {what} passed through unchanged"
     if result.faces is not None:
         summary += f"; {result.faces.describe()}"
     typer.echo(f"Swapped {summary} -> {result.output}")
