@@ -292,3 +292,15 @@ def test_smoothing_averages_each_face_on_its_own():
     assert {k: v["segmentation"].item() for k, v in out[1].items()} == {1: 30}
     assert {k: v["segmentation"].item() for k, v in out[2].items()} == {1: 0, 2: 60}  # face 2: itself only
     assert out[3] is None
+
+
+def test_one_face_gets_the_boxes_it_got_before(carphone):
+    """The default on a one-face clip: the very boxes copart gave before --face existed."""
+    import json
+
+    before = json.loads((Path(__file__).parent / "fixtures" / "carphone-haar-boxes.json").read_text())["boxes"]
+    with MediaReader(carphone) as reader:
+        track = FaceTrack(HaarDetector(), 0.3, faces.TRACK_WINDOW, 60)
+        now = [None if b is None else [b.cx, b.cy, b.side] for _, b in track.track(reader.frames())]
+    assert now == before
+    assert track.summary().describe() == "1 face found, followed: face 1 in 120 frames"
