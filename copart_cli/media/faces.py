@@ -3,8 +3,11 @@
 Two detectors behind one interface: face-alignment's S3FD (its weights come from the
 internet once, then from PyTorch's hub cache) and, where those cannot be had, the
 Haar cascade that OpenCV ships (no download). A :class:`FaceTrack` turns per-frame
-detections into a smooth square crop box per frame, carrying it across frames where
-the detector misses the face for a bounded time.
+detections into tracks, one per person (linked by motion and appearance), and gives the
+chosen ones (:class:`FaceChoice`: the largest, the N-th from the left, the one most like a
+reference picture, or all) as smooth square crop boxes per frame, carrying a box across
+frames where the detector misses its face for a bounded time. :func:`paste_all` puts
+several crops back without seams.
 """
 
 from __future__ import annotations
