@@ -54,3 +54,8 @@ MaxFrames = Annotated[Optional[int], typer.Option("--max-frames", min=1, help="P
 Crf = Annotated[int, typer.Option("--crf", min=0, max=51, help="H.264 quality (lower is better).")]
 DetectorOption = Annotated[Detector, typer.Option("--detector", help="Face detector: auto, face-alignment, haar.")]
 Margin = Annotated[float, typer.Option("--margin", min=0.0, help="Crop side = (1 + 2 margin) x face size.")]
+Face = Annotated[str, typer.Option(
+    "--face", metavar="largest|N|IMAGE|all",
+    help="Which face: largest (default: the largest when faces appear, then followed), N (the N-th from the left, "
+         "1 = leftmost, in the first frame with N faces), IMAGE (the face that looks most like the one in this "
+         "picture) or all (every face, each on its own crop).")]

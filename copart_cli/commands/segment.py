@@ -18,6 +18,7 @@ EPILOG = (
     "  copart segment video.mp4 --k 10\n\n"
     "  copart segment video.mp4 --style side-by-side --hard --masks parts.npz --png-dir labels/\n\n"
     "  copart segment frames/ --checkpoint run/checkpoint.pth --no-crop\n\n"
+    "  copart segment group.mp4 --face all --masks parts.npz    (every face; masks under face1/, face2/, ...)\n\n"
     "The legend numbers the colours with the numbers --parts takes in copart swap."
 )
 
@@ -51,6 +52,7 @@ def segment(
     crf: options.Crf = 18,
     detector: options.DetectorOption = options.Detector.auto,
     margin: options.Margin = 0.3,
+    face: options.Face = "largest",
 ) -> None:
     from copart.editing.segment import segment as run
     from copart.loading import ModelChoice
@@ -60,11 +62,14 @@ def segment(
         result = run(target, ModelChoice(k, preset, checkpoint), style=style.value, hard=hard, output=output,
                      masks=masks, png_dir=png_dir, smooth=smooth, force=force, no_crop=no_crop, start=start, end=end,
                      max_frames=max_frames, fps=fps, device=device, batch_size=batch_size,
-                     precision=precision.value, crf=crf, detector=detector.value, margin=margin,
+                     precision=precision.value, crf=crf, detector=detector.value, margin=margin, face=face,
                      progress=progress, notice=ui.notice(console), downloads=ui.downloads(console))
     stats = result.stats
     summary = f"Segmented {stats.frames} frame{'s' if stats.frames != 1 else ''}, {stats.seconds:.1f} s, " \
               f"{stats.frames / max(stats.seconds, 1e-9):.2f} frames/s"
     if stats.passed_through:
-        summary += f", {stats.passed_through} without a face"
+        what = "the chosen face" if result.faces and result.faces.found > 1 and face != "all" else "a face"
+        summary += f", {stats.passed_through} without {what}"
+    if result.faces is not None:
+        summary += f"; {result.faces.describe()}"
     typer.echo(f"{summary} -> {', '.join(map(str, result.written))}")

@@ -17,6 +17,7 @@ EPILOG = (
     "  copart swap --parts hair target.mp4 face.jpg\n\n"
     "  copart swap --k 10 --parts lips,eyes --hard target.mp4 face.jpg -o out.mp4\n\n"
     "  copart swap --checkpoint run/checkpoint.pth --parts 2 clip.mp4 other.mp4 --source-frame 30\n\n"
+    "  copart swap --parts hair --face 2 two-people.mp4 face.jpg    (the second face from the left)\n\n"
     "Published checkpoints are looked up in $COPART_HOME (default ~/.cache/copart) under the authors' "
     "file names (vox-5segments.pth.tar, ...)."
 )
@@ -49,6 +50,7 @@ def swap(
     crf: options.Crf = 18,
     detector: options.DetectorOption = options.Detector.auto,
     margin: options.Margin = 0.3,
+    face: options.Face = "largest",
 ) -> None:
     from copart.editing.swap import swap as run
     from copart.loading import ModelChoice
@@ -58,7 +60,7 @@ def swap(
         result = run(target, source, parts, ModelChoice(k, preset, checkpoint), output=output, force=force, hard=hard,
                      source_mask=source_mask, keep_outside=keep_outside, no_crop=no_crop, source_frame=source_frame, start=start, end=end,
                      max_frames=max_frames, device=device, batch_size=batch_size, precision=precision.value,
-                     crf=crf, detector=detector.value, margin=margin, progress=progress,
+                     crf=crf, detector=detector.value, margin=margin, face=face, progress=progress,
                      notice=ui.notice(console), downloads=ui.downloads(console))
     stats = result.stats
     summary = (
@@ -66,5 +68,8 @@ def swap(
         f"{stats.frames / max(stats.seconds, 1e-9):.2f} frames/s"
     )
     if stats.passed_through:
-        summary += f", {stats.passed_through} without a face passed through unchanged"
+        what = "the chosen face" if result.faces and result.faces.found > 1 and face != "all" else "a face"
+        summary += f", {stats.passed_through} without {what} passed through unchanged"
+    if result.faces is not None:
+        summary += f"; {result.faces.describe()}"
     typer.echo(f"Swapped {summary} -> {result.output}")

@@ -17,7 +17,7 @@ import numpy as np
 from copart.inference import Segmenter, resolve_batch_size, resolve_precision, set_compute_threads
 from copart.loading import ModelChoice, pick_device
 from copart.media import read, render, write
-from copart.media.faces import make_track
+from copart.media.faces import FaceSummary, centre_weight, make_track, parse_face
 from copart.media.masks import NpzStream
 from copart.media.pipeline import (
     AHEAD,
@@ -40,6 +40,7 @@ STYLES = ("overlay", "mask", "side-by-side")
 class SegmentResult:
     written: list[Path]
     stats: Stats
+    faces: Optional[FaceSummary] = None  # faces found and frames segmented per face (None: no cropping)
 
 
 def smoothed(items, n: int):
@@ -53,14 +54,19 @@ def smoothed(items, n: int):
     window: deque = deque()
     behind: deque = deque(maxlen=(n - 1) // 2)
 
+    def mean(out, near):
+        maps = [o["segmentation"].astype(np.float32) for o in near if o is not None]
+        return dict(out, segmentation=(sum(maps) / len(maps)).astype(np.float16))
+
     def emit():
         frame, region, out = window.popleft()
         behind_raw = list(behind)
         behind.append((frame, region, out))  # the raw maps: a moving average, not a feedback filter
-        if out is not None:
-            near = [o["segmentation"].astype(np.float32) for _, _, o in behind_raw + [(None, None, out)] + list(window)
-                    if o is not None]
-            out = dict(out, segmentation=(sum(near) / len(near)).astype(np.float16))
+        near = [o for _, _, o in behind_raw + [(None, None, out)] + list(window)]
+        if isinstance(out, dict) and isinstance(region, dict):  # several faces: each averaged on its own
+            out = {k: mean(o, [n.get(k) if isinstance(n, dict) else None for n in near]) for k, o in out.items()}
+        elif out is not None:
+            out = mean(out, near)
         return frame, region, out
 
     for item in items:
@@ -78,6 +84,8 @@ def painted(frame: np.ndarray, out: Optional[dict], region, colours, style: str,
     label = np.zeros((h, w), np.uint8)
     if out is None:
         return base, label
+    if isinstance(region, dict):
+        return _painted_faces(frame, out, region, colours, style, hard, base, label)
     maps, (x0, y0, x1, y1) = frame_maps(out["segmentation"].astype(np.float32), region, frame.shape)
     if x1 > x0 and y1 > y0:
         patch = render.paint(frame[y0:y1, x0:x1], maps, colours, style, hard)
@@ -87,6 +95,29 @@ def painted(frame: np.ndarray, out: Optional[dict], region, colours, style: str,
         else:
             base[y0:y1, x0:x1] = patch
         label[y0:y1, x0:x1] = render.labels(maps)
+    return base, label
+
+
+def _painted_faces(frame, outs: dict, regions: dict, colours, style: str, hard: bool, base, label):
+    """Several faces painted into one frame: where their crops overlap, each pixel belongs to
+    the crop whose centre is nearest (as the swap weights them), so every face shows its parts."""
+    h, w = frame.shape[:2]
+    owner = np.zeros((h, w), np.float32)
+    for key, box in regions.items():
+        maps, (x0, y0, x1, y1) = frame_maps(outs[key]["segmentation"].astype(np.float32), box, frame.shape)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        bx0, by0, bx1, by1 = box.bounds()
+        near = centre_weight(bx1 - bx0)[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0, 0]
+        mine = near > owner[y0:y1, x0:x1]
+        owner[y0:y1, x0:x1] = np.where(mine, near, owner[y0:y1, x0:x1])
+        patch = render.paint(frame[y0:y1, x0:x1], maps, colours, style, hard)
+        if style == "side-by-side":
+            base[y0:y1, x0:x1][mine] = patch[:, : x1 - x0][mine]
+            base[y0:y1, w + x0 : w + x1][mine] = patch[:, x1 - x0 :][mine]
+        else:
+            base[y0:y1, x0:x1][mine] = patch[mine]
+        label[y0:y1, x0:x1][mine] = render.labels(maps)[mine]
     return base, label
 
 
@@ -178,15 +209,19 @@ def segment(
     crf: int = 18,
     detector: str = "auto",
     margin: float = 0.3,
+    face: str = "largest",
     progress: Optional[Progress] = None,
     notice: Callable[[str], None] = lambda text: None,
     downloads=None,
 ) -> SegmentResult:
     """Paint the parts of every frame of ``target`` (``style``: overlay, mask or side-by-side;
     soft or ``hard``), with a legend beside it; optionally the part maps (``masks``, .npz)
-    and one label PNG per frame (``png_dir``). Nothing is left half-written."""
+    and one label PNG per frame (``png_dir``). Nothing is left half-written. ``face`` as in
+    :func:`copart.editing.swap.swap`; with ``all`` the masks file holds each face's track under
+    its own number."""
     if style not in STYLES:
         raise CopartError(f"Unknown style '{style}'; choose one of {', '.join(STYLES)}.")
+    choice = parse_face(face, no_crop)
     reader = read.MediaReader(target, "Input", start=start, end=end, max_frames=max_frames, fps=fps)
     extra: list = []
     written: list[Path] = []
@@ -212,7 +247,7 @@ def segment(
         notices: list[str] = []
         track = None
         if not no_crop:
-            track = make_track(detector, device, margin, reader.fps, notices)
+            track = make_track(detector, device, margin, reader.fps, notices, choice)
         for text in notices:
             notice(text)
 
@@ -220,6 +255,7 @@ def segment(
         extra.append(npz)
         png_tmp = Path(tempfile.mkdtemp(prefix=f".{png_dir.name}.", dir=png_dir.parent)) if png_dir else None
         extra.append(png_tmp)
+        known: list[int] = []  # face numbers in the masks file so far (--face all)
         segmenter = Segmenter(net, device, precision)
         seg_shape = (net.num_segments + 1, *net.config.segmentation_size)
 
@@ -230,7 +266,10 @@ def segment(
             items = batched_apply(frames, size, batch_size, segmenter)
             for frame, region, out in smoothed(items, smooth):
                 image, label = painted(frame.image, out, region, colours, style, hard)
-                if npz is not None:
+                if npz is not None and choice.several:
+                    _record_faces(npz, known, frame, region, out, seg_shape, net.num_segments,
+                                  net.config.estimate_affine_part)
+                elif npz is not None:
                     npz.append(**_record(frame, region, out, seg_shape, net.num_segments, track is not None,
                                          net.config.estimate_affine_part))
                 if png_tmp is not None:
@@ -249,6 +288,8 @@ def segment(
         write.write_image(render.legend(colours, loaded.part_names, f"K = {net.num_segments}"), legend_path)
         written.append(legend_path)
         if npz is not None:
+            if choice.several:
+                npz.add("faces", np.asarray(known, np.int32))
             written.append(npz.close())
         if png_tmp is not None:
             os.chmod(png_tmp, 0o777 & ~write.current_umask())
@@ -266,7 +307,7 @@ def segment(
         raise
     finally:
         reader.close()
-    return SegmentResult(written, stats)
+    return SegmentResult(written, stats, track.summary() if track is not None else None)
 
 
 def _record(frame, region, out, seg_shape, k, cropping: bool, affine: bool) -> dict:
@@ -284,3 +325,23 @@ def _record(frame, region, out, seg_shape, k, cropping: bool, affine: bool) -> d
     if cropping:
         row["box"] = np.asarray(region.bounds() if region not in (None, WHOLE) else (-1, -1, -1, -1), np.int32)
     return row
+
+
+def _record_faces(npz, known: list, frame, regions, outs, seg_shape, k, affine: bool) -> None:
+    """One frame's rows of a ``--face all`` masks file: ``time``, and for every face number
+    ``face<N>/segmentation``, ``/shift``, ``/affine``, ``/valid``, ``/box`` (a face first seen
+    later gets empty rows for the frames before)."""
+    regions = regions if isinstance(regions, dict) else {}
+    outs = outs if isinstance(outs, dict) else {}
+    for key in regions:
+        if key not in known:
+            empty = _record(frame, None, None, seg_shape, k, True, affine)
+            for name, value in empty.items():
+                if name != "time":
+                    npz.pad(f"face{key}/{name}", value, npz.count)
+            known.append(key)
+    row = {"time": np.float64(frame.time if frame.time is not None else np.nan)}
+    for key in known:
+        face = _record(frame, regions.get(key), outs.get(key), seg_shape, k, True, affine)
+        row.update({f"face{key}/{name}": value for name, value in face.items() if name != "time"})
+    npz.append(**row)

@@ -9,7 +9,7 @@ from typing import Callable, Optional, Sequence, Union
 from copart.inference import PartSwapper, resolve_batch_size, resolve_precision, set_compute_threads
 from copart.loading import ModelChoice, parse_parts, pick_device
 from copart.media import read, write
-from copart.media.faces import best_face, face_to_box, make_track
+from copart.media.faces import FaceSummary, best_face, face_to_box, make_track, parse_face
 from copart.media.pipeline import (
     AHEAD,
     WHOLE,
@@ -32,6 +32,7 @@ VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov"}
 class SwapResult:
     output: Path
     stats: Stats
+    faces: Optional[FaceSummary] = None  # faces found and frames swapped per face (None: no cropping)
 
 
 def output_path(target: Path, source: Path, output: Optional[Path], force: bool, still: bool) -> Path:
@@ -79,6 +80,7 @@ def swap(
     crf: int = 18,
     detector: str = "auto",
     margin: float = 0.3,
+    face: str = "largest",
     progress: Optional[Progress] = None,
     notice: Callable[[str], None] = lambda text: None,
     downloads=None,
@@ -86,11 +88,14 @@ def swap(
     """Swap ``parts`` (names or channel numbers) of the face in ``source`` into every frame of
     ``target``; a video gives an MP4 with the target's timing and sound, an image an image.
     ``precision`` and ``batch_size`` ``auto`` take what runs fastest on the device
-    (:func:`copart.inference.resolve_precision`, :func:`copart.inference.resolve_batch_size`)."""
+    (:func:`copart.inference.resolve_precision`, :func:`copart.inference.resolve_batch_size`).
+    ``face`` says which faces of the target: ``largest`` (followed from when it appears), a
+    number N (the N-th from the left), the path of an image of the face to follow, or ``all``."""
+    choice = parse_face(face, no_crop)
     reader = read.MediaReader(target, "Target", start=start, end=end, max_frames=max_frames)
     try:
         out_path = output_path(target, source, output, force, reader.still)
-        face = source_image(source, source_frame)
+        source_face = source_image(source, source_frame)
         device = pick_device(device)
         precision = resolve_precision(precision, device)
         batch_size = resolve_batch_size(batch_size, device)
@@ -101,16 +106,16 @@ def swap(
         notices: list[str] = []
         track = None
         if not no_crop:
-            track = make_track(detector, device, margin, reader.fps, notices)
-            found = best_face(track.detector.detect(face))
+            track = make_track(detector, device, margin, reader.fps, notices, choice)
+            found = best_face(track.detector.detect(source_face))
             if found is None:
                 raise CopartError(f"No face found in source {source}; use --no-crop to use the whole image.")
-            face = take(face, face_to_box(found, margin), size)
+            source_face = take(source_face, face_to_box(found, margin), size)
         else:
-            face = take(face, WHOLE, size)
+            source_face = take(source_face, WHOLE, size)
         for text in notices:
             notice(text)
-        swapper = PartSwapper(loaded.model, face, channels, device, precision, hard, source_mask, keep_outside)
+        swapper = PartSwapper(loaded.model, source_face, channels, device, precision, hard, source_mask, keep_outside)
 
         def prepare(frames):  # in the decoding thread: the face track and the model's crops
             return with_crops(regions(frames, track), size)
@@ -126,4 +131,4 @@ def swap(
                                  ahead=max(AHEAD, 2 * batch_size))
     finally:
         reader.close()
-    return SwapResult(out_path, stats)
+    return SwapResult(out_path, stats, track.summary() if track is not None else None)

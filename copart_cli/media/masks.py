@@ -28,6 +28,7 @@ class NpzStream:
         except OSError as exc:
             raise unwritable(self.path, exc) from None
         self._files: dict[str, tuple] = {}  # name -> (file, dtype, frame shape)
+        self._whole: dict[str, np.ndarray] = {}  # small arrays written whole at the end
         self.count = 0
 
     def append(self, **arrays) -> None:
@@ -38,17 +39,34 @@ class NpzStream:
 
     def _append(self, arrays: dict) -> None:
         for name, value in arrays.items():
-            value = np.asarray(value)
-            value = np.ascontiguousarray(value) if value.ndim else value
-            if name not in self._files:
-                f = open(os.path.join(self._dir, name), "wb")
-                self._files[name] = (f, value.dtype, value.shape, [0])
-            f, dtype, shape, rows = self._files[name]
-            if value.dtype != dtype or value.shape != shape:
-                raise ValueError(f"{name}: expected {dtype} {shape}, got {value.dtype} {value.shape}")
-            f.write(value.tobytes())
-            rows[0] += 1
+            self._write(name, value, 1)
         self.count += 1
+
+    def pad(self, name: str, value, rows: int) -> None:
+        """Start array ``name`` with ``rows`` copies of ``value`` (an array that begins later
+        than the others, so that every array has a row per frame)."""
+        try:
+            self._write(name, value, rows)
+        except OSError as exc:
+            raise unwritable(self.path, exc) from None
+
+    def add(self, name: str, array) -> None:
+        """A small array written whole (not per frame)."""
+        self._whole[name] = np.asarray(array)
+
+    def _write(self, name: str, value, repeat: int) -> None:
+        value = np.asarray(value)
+        value = np.ascontiguousarray(value) if value.ndim else value
+        if name not in self._files:
+            f = open(os.path.join(self._dir, name.replace("/", "%")), "wb")
+            self._files[name] = (f, value.dtype, value.shape, [0])
+        f, dtype, shape, rows = self._files[name]
+        if value.dtype != dtype or value.shape != shape:
+            raise ValueError(f"{name}: expected {dtype} {shape}, got {value.dtype} {value.shape}")
+        data = value.tobytes()
+        for _ in range(repeat):
+            f.write(data)
+        rows[0] += repeat
 
     def close(self) -> Path:
         try:
@@ -60,8 +78,11 @@ class NpzStream:
                                   "shape": (rows[0], *shape)}
                         with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
                             np.lib.format.write_array_header_2_0(member, header)
-                            with open(os.path.join(self._dir, name), "rb") as raw:
+                            with open(os.path.join(self._dir, name.replace("/", "%")), "rb") as raw:
                                 shutil.copyfileobj(raw, member, 1 << 20)
+                    for name, array in self._whole.items():
+                        with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+                            np.lib.format.write_array(member, array, allow_pickle=False)
         finally:
             self.abort()
         return self.path

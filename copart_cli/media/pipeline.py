@@ -26,7 +26,7 @@ import numpy as np
 from copart.models.errors import CopartError
 
 from . import render
-from .faces import FaceTrack, crop, paste
+from .faces import FaceTrack, crop, paste, paste_all
 from .write import VideoWriter, write_image
 
 # Progress reports: ``progress(done, total)`` (total None while unknown).
@@ -51,7 +51,8 @@ class Stats:
 
 
 def regions(frames: Iterable, track: Optional[FaceTrack]) -> Iterator[tuple[object, object]]:
-    """``(frame, region)`` with region a :class:`Box`, ``WHOLE`` (no cropping) or None (no face)."""
+    """``(frame, region)`` with region a :class:`Box`, ``WHOLE`` (no cropping), None (no face),
+    or with ``--face all`` a ``{face number: Box}`` dict (several faces, each on its own crop)."""
     if track is None:
         for frame in frames:
             yield frame, WHOLE
@@ -67,8 +68,11 @@ def take(image: np.ndarray, region, size: int) -> np.ndarray:
     return crop(image, region, size)
 
 
-def put(image: np.ndarray, patch: np.ndarray, region) -> np.ndarray:
-    """The frame with the model's output for ``region`` put back."""
+def put(image: np.ndarray, patch, region) -> np.ndarray:
+    """The frame with the model's output for ``region`` put back (for a dict of regions, a dict
+    of outputs with the same keys, pasted in one pass)."""
+    if isinstance(region, dict):
+        return paste_all(image, [patch[k] for k in region], list(region.values()))
     if region is WHOLE:
         h, w = image.shape[:2]
         interpolation = cv2.INTER_AREA if patch.shape[0] > max(h, w) else cv2.INTER_LINEAR
@@ -95,7 +99,11 @@ def with_crops(items: Iterable[tuple[object, object]], size: int,
     """``(frame, region, crop)``: each region's model input taken from its frame ahead of the
     model (None where the frame has no region), for :func:`batched_apply`."""
     for frame, region in items:
-        yield frame, region, (take(image_of(frame), region, size) if region is not None else None)
+        if isinstance(region, dict):
+            image = image_of(frame)
+            yield frame, region, {k: take(image, box, size) for k, box in region.items()}
+        else:
+            yield frame, region, (take(image_of(frame), region, size) if region is not None else None)
 
 
 def batched_apply(
@@ -106,22 +114,32 @@ def batched_apply(
     image_of=lambda f: f.image,
 ) -> Iterator[tuple[object, object, Optional[np.ndarray]]]:
     """Run ``apply`` on batches of model-sized crops; yield ``(frame, region, output)`` in
-    order (output None where the frame has no region). Items are ``(frame, region)``, or
-    ``(frame, region, crop)`` with the crop already taken (:func:`with_crops`)."""
+    order (output None where the frame has no region; for a dict of regions, a dict of
+    outputs: every face of a frame is its own crop in the batch). Items are ``(frame, region)``,
+    or ``(frame, region, crop)`` with the crop (a dict of crops for a dict of regions) already
+    taken (:func:`with_crops`)."""
     pending: list = []
     count = 0
 
     def flush():
-        crops = [c if c is not None else take(image_of(f), r, size) for f, r, c in pending if r is not None]
+        crops = []
+        for f, r, c in pending:
+            if isinstance(r, dict):
+                crops += [c[k] if c is not None else take(image_of(f), box, size) for k, box in r.items()]
+            elif r is not None:
+                crops.append(c if c is not None else take(image_of(f), r, size))
         outputs = iter(apply(crops) if crops else [])
         for f, r, _ in pending:
-            yield f, r, (next(outputs) if r is not None else None)
+            if isinstance(r, dict):
+                yield f, r, {k: next(outputs) for k in r}
+            else:
+                yield f, r, (next(outputs) if r is not None else None)
         pending.clear()
 
     for item in items:
         frame, region = item[0], item[1]
         pending.append((frame, region, item[2] if len(item) > 2 else None))
-        count += region is not None
+        count += len(region) if isinstance(region, dict) else region is not None
         if count >= batch_size or len(pending) >= 4 * batch_size:
             yield from flush()
             count = 0
