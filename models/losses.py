@@ -211,17 +211,21 @@ def equivariance_loss(
 
 
 def concentration_loss(seg: PartSegmentation, eps: float = 1e-6) -> torch.Tensor:
-    """How spread out the parts are (the concentration loss of SCOPS, Hung et al. 2019): each
-    part map's spatial variance around its own centre, ``sum_z |z - c_k|^2 Y_k(z) / sum_z Y_k(z)``
-    on the [-1, 1] grid, averaged over the K parts. One part over a whole figure costs more than
-    several compact ones."""
+    """How spread out the parts are (after the concentration loss of SCOPS, Hung et al. 2019):
+    each part map's spatial variance around its own centre, ``sum_z |z - c_k|^2 Y_k(z) / sum_z
+    Y_k(z)`` on the [-1, 1] grid, averaged over the K parts weighted by their mass (so it is the
+    mean squared distance of the foreground to its part's centre, as k-means measures it). One
+    part over a whole figure costs its whole spread; compact parts cost little; an empty part
+    costs nothing."""
     parts = seg.segmentation[:, 1:]
     b, k, h, w = parts.shape
     grid = make_coordinate_grid(h, w, dtype=parts.dtype, device=parts.device).view(1, 1, h * w, 2)
     weights = parts.reshape(b, k, h * w)
-    weights = weights / (weights.sum(dim=2, keepdim=True) + eps)
+    mass = weights.sum(dim=2)
+    weights = weights / (mass.unsqueeze(-1) + eps)
     centre = (weights.unsqueeze(-1) * grid).sum(dim=2, keepdim=True)
-    return (weights * ((grid - centre) ** 2).sum(-1)).sum(dim=2).mean()
+    spread = (weights * ((grid - centre) ** 2).sum(-1)).sum(dim=2)  # (B, K)
+    return ((spread * mass).sum(1) / (mass.sum(1) + eps)).mean()
 
 
 def reconstruction_loss(train_params: dict, num_channels: int = 3, loss: Optional[str] = None, download: bool = True):
