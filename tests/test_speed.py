@@ -241,18 +241,56 @@ def test_ctrl_c_in_the_model_stops_every_stage_and_leaves_nothing(tmp_path):
 
 def test_detecting_every_few_frames_still_tracks_every_frame():
     class Counting:
-        calls = 0
+        def __init__(self, misses=()):
+            self.calls, self.misses = 0, misses
 
         def detect(self, image):
-            Counting.calls += 1
-            return [] if Counting.calls == 3 else [(20.0, 20.0, 60.0, 60.0, 1.0)]  # one miss
+            self.calls += 1
+            return [] if self.calls in self.misses else [(20.0, 20.0, 60.0, 60.0, 1.0)]
 
-    track = FaceTrack(Counting(), 0.3, window=8, max_gap=50, detect_every=5)
-    frames = (np.zeros((120, 160, 3), np.uint8) for _ in range(50))
-    boxes = [box for _, box in track.track(frames, image_of=lambda image: image)]
+    def run(detector, n=50, **kwargs):
+        track = FaceTrack(detector, 0.3, **{"window": 8, "max_gap": 50, **kwargs})
+        frames = (np.zeros((120, 160, 3), np.uint8) for _ in range(n))
+        return [box for _, box in track.track(frames, image_of=lambda image: image)], track
+
+    boxes, track = run(Counting(misses={6}), detect_every=5)
     assert len(boxes) == 50 and all(b is not None for b in boxes)
     assert all(abs(b.cx - 40) < 1e-6 and abs(b.cy - 40) < 1e-6 for b in boxes)
-    # Frames 0, 5, then the miss at 10 is retried at 11, then 16, 21, ...: 11 calls, not 50.
-    assert Counting.calls == 11 and track.detections == 10
+    # Frames 0, 1, 2 (a new face: looked at again until confirmed), then every 5th: 7, 12; the
+    # miss at 17 has the frame skipped before it looked at (16: the face is there, so it was
+    # not lost earlier) and is retried at 18, then 23, 28, ..., 48: 14 calls, not 50.
+    assert track.detector_calls == track.detector.calls == 14 and track.detections == 13
+    assert track.summary().describe() == "1 face found, followed: face 1 in 50 frames"
+    # A face that leaves between two runs: the skipped frames are looked at, latest first, back
+    # to the last one it is in (14), so its box ends where it would detecting every frame.
+    class Leaving:
+        def __init__(self):
+            self.frames = []
+
+        def detect(self, image):
+            self.frames.append(int(image[0, 0, 0]))
+            return [(20.0, 20.0, 60.0, 60.0, 1.0)] if image[0, 0, 0] < 15 else []
+
+    track = FaceTrack(Leaving(), 0.3, window=8, max_gap=4, detect_every=5)
+    frames = (np.full((120, 160, 3), i, np.uint8) for i in range(40))
+    boxes = [box for _, box in track.track(frames, image_of=lambda image: image)]
+    looked = track.detector.frames
+    assert looked[:9] == [0, 1, 2, 7, 12, 17, 16, 15, 14], looked
+    # Then on every frame while its box is carried: 9 misses (frame 23) are more than the window
+    # (8) and max_gap (4), and the box ends there, as it does detecting every frame.
+    assert looked[9:16] == [18, 19, 20, 21, 22, 23, 28], looked
+    dense = FaceTrack(Leaving(), 0.3, window=8, max_gap=4)
+    every = [box for _, box in dense.track((np.full((120, 160, 3), i, np.uint8) for i in range(40)),
+                                           image_of=lambda image: image)]
+    assert all(boxes[:23]) and not any(boxes[23:]) and [b is None for b in every] == [b is None for b in boxes]
+    # Every frame with detect_every=1 (the default).
+    _, every = run(Counting())
+    assert every.detect_every == 1 and every.detector_calls == 50
+    # A frame the detector skips is no miss: with a window of 2 frames and a gap of 3 misses,
+    # the box is still carried across the 9 frames between detections.
+    boxes, track = run(Counting(), window=2, max_gap=3, detect_every=10)
+    assert all(b is not None for b in boxes) and track.detector_calls == 7  # 0, 1, 2, 12, 22, 32, 42
     assert faces.make_track("haar", "cpu", 0.3, 25, []).detect_every == 5
+    assert faces.make_track("haar", "cpu", 0.3, 30, []).detect_every == 6
     assert faces.make_track("haar", "cpu", 0.3, 60, []).detect_every == 12
+    assert faces.make_track("haar", "cpu", 0.3, 4, []).detect_every == 1

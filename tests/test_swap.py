@@ -65,6 +65,27 @@ def test_carphone_track_covers_the_clip_without_jitter(carphone, detect_every):
     assert jitter.mean() < 1.5 and jitter.max() < 6, (jitter.mean(), jitter.max())
 
 
+def test_carphone_detecting_5_times_a_second_keeps_the_boxes_of_every_frame(carphone):
+    """The command's track (the detector on every 6th frame at 30 frames/s, and again after a
+    miss) gives every frame a box, about where detecting on every frame puts it, and no
+    shakier, for fewer detector runs."""
+    every, dense = _carphone_boxes(carphone, 1)
+    sparse, track = _carphone_boxes(carphone)
+    assert dense.detector_calls == 120 and track.detector_calls < 0.7 * 120, track.detector_calls
+    assert [b is None for b in sparse] == [b is None for b in every]
+    apart = [math.hypot(a.cx - b.cx, a.cy - b.cy) for a, b in zip(every, sparse) if a is not None]
+    sides = [abs(a.side - b.side) for a, b in zip(every, sparse) if a is not None]
+    assert max(apart) < 7 and max(sides) < 7, (max(apart), max(sides))
+
+    def jitter(boxes):
+        centres = np.array([(b.cx, b.cy) for b in boxes if b is not None])
+        return np.abs(np.diff(centres, axis=0)).sum(1).mean()
+
+    assert jitter(sparse) <= jitter(every), (jitter(sparse), jitter(every))
+    print("CARPHONE: detector runs", track.detector_calls, "of 120; apart", max(apart), "px; jitter",
+          jitter(sparse), "against", jitter(every))
+
+
 def _luma(path):
     with av.open(str(path)) as c:
         return [f.to_ndarray(format="gray") for f in c.decode(video=0)]

@@ -31,6 +31,11 @@ S3FD_HASH = "619a316812"  # torch.hub checks that the file's sha256 starts so (t
 # carried for up to MAX_GAP_SECONDS where the detector misses the face.
 TRACK_WINDOW = 8
 MAX_GAP_SECONDS = 2.0
+# The detector runs on this many frames a second (every 5th at 25 frames/s, every 6th at 30),
+# and again on the next frame wherever it missed a face it was following or a new face is not
+# yet confirmed; the smoothing fills the frames between. A frame it does not run on tells
+# nothing: it is no miss (see FaceTrack).
+DETECTIONS_PER_SECOND = 5
 
 
 @dataclass(frozen=True)
@@ -159,17 +164,20 @@ def best_face(faces, previous: Optional[Box] = None):
 
 # A track becomes a face after this many detections (a one-off false detection never does);
 # a tentative track is forgotten when it is not confirmed within TENTATIVE_FRAMES of its first
-# detection or misses TENTATIVE_MISS frames in a row.
+# detection or misses TENTATIVE_MISS frames in a row. These, the gate's growth and the gap a
+# track is followed across count frames the detector ran on (every frame with detect_every=1):
+# a frame it skipped is neither a hit nor a miss.
 CONFIRM_HITS = 3
 TENTATIVE_FRAMES = 24
 TENTATIVE_MISS = 16
 # Association cost: distance from the predicted centre (in face sizes) plus this weight times
-# (1 - appearance similarity); the distance gate grows with the frames since the last detection.
+# (1 - appearance similarity); the distance gate grows with the detector's runs since the track's
+# last detection (its misses).
 APPEARANCE_WEIGHT = 2.0
 GATE = 0.75
 GATE_PER_FRAME = 0.05
 GATE_MAX = 2.0
-PREDICT_FRAMES = 10  # constant-velocity prediction, at most this many frames ahead
+PREDICT_FRAMES = 10  # constant-velocity prediction, at most this many frames ahead (or detect_every)
 # A new face is an earlier one come back (exit and return, a crossing) when the appearance of
 # its first detections is at least this similar to that face's.
 REID_SIMILARITY = 0.6
@@ -262,10 +270,12 @@ def _centre(face) -> tuple[float, float, float]:
 class _Track:
     """One person: where the face was last seen, how it moves, what it looks like."""
 
-    def __init__(self, key: int, t: int, face, descriptor: Optional[np.ndarray]):
+    def __init__(self, key: int, t: int, run: int, face, descriptor: Optional[np.ndarray]):
         self.key = key
         self.id: Optional[int] = None  # the number users see, given when it becomes a face
-        self.first = self.last = t
+        self.first = self.last = t  # frames
+        self.first_run = self.last_run = run  # the detector's runs (frames it ran on), counted
+        self.regained = -(10**9)  # the run where it was found again after a long miss
         self.cx, self.cy, self.size = _centre(face)
         self.vx = self.vy = 0.0
         self.hits = 1
@@ -274,8 +284,8 @@ class _Track:
         self.reference = 0.0  # summed similarity to a reference face, and how many detections
         self.scored = 0
 
-    def predict(self, t: int) -> tuple[float, float]:
-        dt = min(t - self.last, PREDICT_FRAMES)
+    def predict(self, t: int, horizon: int = PREDICT_FRAMES) -> tuple[float, float]:
+        dt = min(t - self.last, horizon)
         return self.cx + self.vx * dt, self.cy + self.vy * dt
 
     def similarity(self, descriptor: Optional[np.ndarray]) -> Optional[float]:
@@ -283,7 +293,7 @@ class _Track:
             return None
         return float(_unit(self.appearance) @ descriptor)
 
-    def update(self, t: int, face, descriptor: Optional[np.ndarray]) -> None:
+    def update(self, t: int, run: int, face, descriptor: Optional[np.ndarray]) -> None:
         cx, cy, size = _centre(face)
         dt = max(1, t - self.last)
         rate = 0.5 if self.hits == 1 else 0.3
@@ -292,7 +302,7 @@ class _Track:
         self.vy = float(np.clip(self.vy + rate * ((cy - self.cy) / dt - self.vy), -limit, limit))
         self.cx, self.cy = cx, cy
         self.size += 0.3 * (size - self.size)
-        self.last = t
+        self.last, self.last_run = t, run
         self.hits += 1
         if descriptor is not None:
             self.appearance = descriptor.copy() if self.appearance is None else \
@@ -304,25 +314,32 @@ class _Smoother:
     frames either side. A frame without a detection remembers the box it got (smoothed or
     carried) as if detected, so the track glides, rather than jumps, where the detector
     misses; with no detection within the window the box stays where it was, for up to
-    ``max_gap`` frames without one, and then the track has no box until it is seen again."""
+    ``max_gap`` misses (frames the detector ran on without finding the face), and then the track
+    has no box until it is seen again. A frame the detector skipped is no miss."""
 
     def __init__(self, window: int, max_gap: int):
         self.window, self.max_gap = window, max_gap
         # (box, detected) of emitted frames: detected, or smoothed/carried (detected False)
         self.behind: deque = deque(maxlen=window)
         self.last: Optional[Box] = None
-        self.since = 0  # frames emitted since the last one with a detection of its own
-        self.seen_before = False  # a detection in the window up to this frame (else carried or resuming)
-        self.seen_near = False  # a detection anywhere in the window
+        self.since = 0  # misses since the last frame with a detection of its own (or since the start)
+        self.hit = False  # a detection of its own in some emitted frame
+        # Not missed for more than the window up to this frame (else carried or resuming); with
+        # the detector run on every frame: a detection in the window up to this frame.
+        self.seen_before = False
+        self.seen_near = False  # that, or a detection in the window ahead
         self._near: list = []
 
-    def step(self, box: Optional[Box], ahead: list) -> Optional[Box]:
+    def step(self, box: Optional[Box], ahead: list, ran: bool = True) -> Optional[Box]:
+        """This frame's box from its detection ``box`` (None: none, or ``ran`` False: the
+        detector skipped the frame) and those of the frames ``ahead``."""
         near = [(-(len(self.behind) - i), b, d) for i, (b, d) in enumerate(self.behind)]
         near += [(0, box, box is not None)] + [(i + 1, b, b is not None) for i, b in enumerate(ahead)]
         self._near = near
-        self.seen_before = any(d for o, _, d in near if o <= 0)
+        self.since = 0 if box is not None else self.since + (1 if ran else 0)
+        self.hit = self.hit or box is not None
+        self.seen_before = self.hit and self.since <= self.window
         self.seen_near = self.seen_before or any(b is not None for b in ahead)
-        self.since = 0 if box is not None else self.since + 1
         smoothed = self._mean(near, detected_only=False)
         if smoothed is None or (not self.seen_near and self.since > self.max_gap):
             self.behind.append((None, False))
@@ -381,11 +398,22 @@ class FaceTrack:
     Each track's box is smoothed over time as :class:`_Smoother` says (a look-ahead of
     ``window`` frames is buffered, so memory stays bounded). ``choice`` says which tracks
     :meth:`track` gives: one box per frame, or for ``all`` a ``{face number: box}`` dict.
+
+    The detector runs on every ``detect_every``-th frame, and on the next frame after one where
+    it missed a face still followed (within ``max_gap`` misses) or found a face not yet
+    confirmed (so a face is confirmed, or a false detection dropped, as soon as with
+    ``detect_every=1``). A frame it skips tells nothing: no miss for confirmation, forgetting,
+    the gap, the gate or the occlusion rules, which count the frames it ran on; the smoothing
+    gives such a frame a box from the detections around it.
     """
 
     def __init__(self, detector, margin: float = 0.3, window: int = 8, max_gap: int = 60,
-                 choice: FaceChoice = FaceChoice(), reference: Optional[np.ndarray] = None):
+                 choice: FaceChoice = FaceChoice(), reference: Optional[np.ndarray] = None,
+                 detect_every: int = 1):
         self.detector = detector
+        self.detect_every = max(1, int(detect_every))
+        self.detector_calls = 0  # frames the detector ran on
+        self._countdown = 0  # frames until the detector runs again
         self.margin = margin
         self.window = max(0, int(window))
         self.max_gap = int(max_gap)
@@ -396,7 +424,8 @@ class FaceTrack:
         self.whole_frame: Optional[bool] = None
         self.detections = 0  # frames with at least one detection
         self._t = -1
-        self._ahead: deque = deque()  # (item, shape, {track key: box}), not yet emitted
+        self._run = 0  # the detector's runs so far (the clock misses are counted on)
+        self._ahead: deque = deque()  # [item, shape, {track key: box}, detector ran], not yet emitted
         self._tracks: dict[int, _Track] = {}
         self._smoothers: dict[int, _Smoother] = {}
         self._keys = 0
@@ -411,35 +440,99 @@ class FaceTrack:
         for frame in frames:
             image = image_of(frame)
             self._t += 1
-            found = self.detector.detect(image)
-            if found:
-                self.detections += 1
-                if self.whole_frame is None:
-                    self.whole_frame = _is_face_crop(face_to_box(max(found, key=_area), self.margin), image.shape)
-            faces = self._associate(self._t, found, image) if found and not self.whole_frame else {}
-            self._choose(faces)
-            self._ahead.append((frame, image.shape, {k: face_to_box(f, self.margin) for k, f in faces.items()}))
+            entry = [frame, image.shape, {}, False]  # as in _ahead
+            if self._countdown <= 0:
+                found = self.detector.detect(image)
+                self.detector_calls += 1
+                if self._ahead and not self._ahead[-1][3] and self._changes(self._t, found, image):
+                    self._backfill(image_of)
+                self._observe(entry, self._t, image, found)
+                self._countdown = 1 if self._look_again() else self.detect_every
+            self._countdown -= 1
+            self._ahead.append(entry)
             if len(self._ahead) > self.window:
                 yield self._emit()
-        # At the end, a track seen in every frame since it appeared counts as a face however
-        # short (a still image has one frame).
+        # At the end, a track seen every time the detector ran since it appeared counts as a
+        # face however short (a still image has one frame).
         for tr in list(self._tracks.values()):
-            if not tr.confirmed and tr.hits == self._t - tr.first + 1:
+            if not tr.confirmed and tr.hits == self._run - tr.first_run + 1:
                 self._confirm(tr)
         while self._ahead:
             yield self._emit()
 
-    def _associate(self, t: int, found: list, image: np.ndarray) -> dict:
-        """This frame's detections by track key (new tracks for faces not seen before)."""
-        detections = [(face, describe(image, face)) for face in found]
-        live = [tr for tr in self._tracks.values() if t - tr.last <= self.max_gap]
+    def _observe(self, entry: list, t: int, image: np.ndarray, found: list) -> None:
+        """Frame ``t``'s detections ``found`` (the detector ran on it) into the tracks and its
+        ``_ahead`` entry."""
+        self._run += 1
+        if found:
+            self.detections += 1
+            if self.whole_frame is None:
+                self.whole_frame = _is_face_crop(face_to_box(max(found, key=_area), self.margin), image.shape)
+        faces = self._associate(t, found, image) if found and not self.whole_frame else {}
+        self._choose(faces)
+        entry[2], entry[3] = {k: face_to_box(f, self.margin) for k, f in faces.items()}, True
+
+    def _changes(self, t: int, found: list, image: np.ndarray) -> bool:
+        """Whether frame ``t``'s detections, after frames the detector skipped, change the faces
+        in view: a face seen at the last run is not found, or a face is found that no track
+        seen lately expects."""
+        if self.whole_frame:
+            return False
+        expected = {tr.key for tr in self._tracks.values() if tr.confirmed and tr.last_run == self._run}
+        if not found or self.whole_frame is None:
+            return bool(found) or bool(expected)
+        matched = self._match(t, self._run + 1, [(face, describe(image, face)) for face in found])
+        return len(matched) < len(found) or not expected <= set(matched.values())
+
+    def _backfill(self, image_of) -> None:
+        """Run the detector on the frames it skipped since its last run (those still waiting in
+        ``_ahead``), latest first, back to one where the faces are as at that run; then take them
+        in order. So a face appearing, leaving or lost is placed as exactly as when the detector
+        runs on every frame (a face missed once costs one run more)."""
+        n = len(self._ahead)
+        first = n
+        while first > 0 and not self._ahead[first - 1][3]:
+            first -= 1
+        looked = []
+        for j in range(n - 1, first - 1, -1):
+            entry, t = self._ahead[j], self._t - (n - j)
+            image = image_of(entry[0])
+            found = self.detector.detect(image)
+            self.detector_calls += 1
+            looked.append((entry, t, image, found))
+            if not self._changes(t, found, image):
+                break
+        for entry, t, image, found in reversed(looked):
+            self._observe(entry, t, image, found)
+
+    def _look_again(self) -> bool:
+        """Whether the detector should run on the next frame, not ``detect_every`` frames on:
+        it has just missed a face still followed (its box still carried), found one again after more than ``window``
+        misses (for the next ``window`` runs, so its box moves to it as fast as when the
+        detector runs on every frame), or found a new face not yet confirmed (nor about to be
+        forgotten)."""
+        run = self._run
+        for tr in self._tracks.values():
+            if tr.confirmed:
+                if tr.last_run != run and run - tr.last_run <= max(self.max_gap, self.window):  # box carried
+                    return True
+                if run - tr.regained < self.window:
+                    return True
+            elif run - tr.first_run < TENTATIVE_FRAMES and run - tr.last_run < TENTATIVE_MISS:
+                return True
+        return False
+
+    def _match(self, t: int, run: int, detections: list) -> dict:
+        """Detection index -> track key, for the detections of run ``run`` (frame ``t``)."""
+        live = [tr for tr in self._tracks.values() if run - tr.last_run <= self.max_gap]
+        horizon = max(PREDICT_FRAMES, self.detect_every)
         pairs = []
         for i, (face, descriptor) in enumerate(detections):
             cx, cy, size = _centre(face)
             for tr in live:
-                px, py = tr.predict(t)
+                px, py = tr.predict(t, horizon)
                 distance = math.hypot(cx - px, cy - py) / tr.size
-                if distance > min(GATE_MAX, GATE + GATE_PER_FRAME * (t - tr.last)):
+                if distance > min(GATE_MAX, GATE + GATE_PER_FRAME * (run - tr.last_run)):
                     continue
                 if not 0.6 <= size / tr.size <= 1.6:
                     continue
@@ -451,16 +544,25 @@ class FaceTrack:
         for _, i, key in pairs:
             if i not in matched and key not in matched.values():
                 matched[i] = key
+        return matched
+
+    def _associate(self, t: int, found: list, image: np.ndarray) -> dict:
+        """This frame's detections by track key (new tracks for faces not seen before)."""
+        run = self._run
+        detections = [(face, describe(image, face)) for face in found]
+        matched = self._match(t, run, detections)
         faces = {}
         # New tracks are made left to right, so faces that appear together are numbered so.
         for i in sorted(range(len(detections)), key=lambda i: _centre(detections[i][0])[0]):
             face, descriptor = detections[i]
             if i in matched:
                 tr = self._tracks[matched[i]]
-                tr.update(t, face, descriptor)
+                if run - tr.last_run > self.window + 1:  # found again after more than window misses
+                    tr.regained = run
+                tr.update(t, run, face, descriptor)
             else:
                 self._keys += 1
-                tr = self._tracks[self._keys] = _Track(self._keys, t, face, descriptor)
+                tr = self._tracks[self._keys] = _Track(self._keys, t, run, face, descriptor)
                 self._smoothers[tr.key] = _Smoother(self.window, self.max_gap)
             if self.reference is not None and descriptor is not None:
                 tr.reference += float(self.reference @ descriptor)
@@ -472,7 +574,7 @@ class FaceTrack:
                 kept = self._confirm(tr)
                 faces[kept] = faces.pop(key)
         for tr in list(self._tracks.values()):
-            if not tr.confirmed and (t - tr.first >= TENTATIVE_FRAMES or t - tr.last >= TENTATIVE_MISS):
+            if not tr.confirmed and (run - tr.first_run >= TENTATIVE_FRAMES or run - tr.last_run >= TENTATIVE_MISS):
                 self._forget(tr.key)
         return faces
 
@@ -493,12 +595,12 @@ class FaceTrack:
     def _merge(self, new: _Track, old: _Track) -> None:
         """``new`` is ``old`` come back: ``old`` takes its detections, motion and smoothing."""
         old.cx, old.cy, old.size, old.vx, old.vy = new.cx, new.cy, new.size, new.vx, new.vy
-        old.last = new.last
+        old.last, old.last_run = new.last, new.last_run
         old.hits += new.hits
         old.appearance = old.appearance + new.appearance
         old.reference += new.reference
         old.scored += new.scored
-        for _, _, boxes in self._ahead:
+        for _, _, boxes, _ in self._ahead:
             if new.key in boxes:
                 boxes[old.key] = boxes.pop(new.key)
         self._smoothers[old.key] = self._smoothers.pop(new.key)
@@ -511,7 +613,7 @@ class FaceTrack:
         """A tentative track that never became a face (a false detection, most often)."""
         del self._tracks[key]
         self._smoothers.pop(key, None)
-        for _, _, boxes in self._ahead:
+        for _, _, boxes, _ in self._ahead:
             boxes.pop(key, None)
         if self._selected == key:
             self._selected = None
@@ -528,7 +630,7 @@ class FaceTrack:
 
     # Emission side -------------------------------------------------------------------
     def _emit(self):
-        frame, shape, raw = self._ahead.popleft()
+        frame, shape, raw, ran = self._ahead.popleft()  # see track
         if self.whole_frame:
             box = Box(shape[1] / 2, shape[0] / 2, min(shape[:2])) if _square(shape) else None
             if box is not None:
@@ -536,7 +638,7 @@ class FaceTrack:
             return frame, ({1: box} if box is not None else None) if self.choice.several else box
         boxes = {}
         for key, smoother in self._smoothers.items():
-            box = smoother.step(raw.get(key), [b.get(key) for _, _, b in self._ahead])
+            box = smoother.step(raw.get(key), [b.get(key) for _, _, b, _ in self._ahead], ran)
             if box is not None:
                 boxes[key] = box
         self._occlusions(boxes)
@@ -737,5 +839,12 @@ def make_track(kind: str, device: str, margin: float, fps, notices: list, face="
     choice = parse_face(face)
     detector = make_detector(kind, device, notices)
     reference = reference_face(detector, choice.reference) if choice.mode == "reference" else None
-    return FaceTrack(detector, margin, TRACK_WINDOW, int(round(MAX_GAP_SECONDS * float(fps or 25))), choice,
-                     reference)
+    fps = float(fps or 25)
+    return FaceTrack(detector, margin, TRACK_WINDOW, round(MAX_GAP_SECONDS * fps), choice, reference,
+                     detect_every_for(fps))
+
+
+def detect_every_for(fps) -> int:
+    """Every how many frames the detector runs at ``fps`` frames a second (DETECTIONS_PER_SECOND
+    times a second: every 5th frame at 25, 6th at 30, 12th at 60; every frame at 5 or fewer)."""
+    return max(1, round(float(fps or 25) / DETECTIONS_PER_SECOND))
