@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from copart.app import app, main
 from copart.media import faces
-from copart.media.faces import Box, FaceTrack, HaarDetector, paste, paste_all, parse_face, reference_face
+from copart.media.faces import Box, FaceTrack, HaarDetector, parse_face, paste, paste_all, reference_face
 from copart.media.read import MediaReader, probe
 from copart.media.write import VideoWriter
 from copart.models.errors import CopartError
