@@ -112,7 +112,7 @@ def test_the_demo_time_is_one_range_in_the_readme_and_the_help():
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     ranges = set(re.findall(r"(\d+) to (\d+) minutes on a 2-core CPU", readme + demo.HELP))
-    assert ranges == {("6", "9")}, ranges
+    assert ranges == {("6", "12")}, ranges
     # the measurements quoted lie inside the range
     seconds = [int(s) for s in re.findall(r"(\d{3}) s", readme[: readme.index("What the demo shows")])]
-    assert seconds and all(6 * 60 <= s <= 9 * 60 for s in seconds), seconds
+    assert seconds and all(6 * 60 <= s <= 12 * 60 for s in seconds), seconds

@@ -10,14 +10,14 @@ import typer
 from copart import ui
 from copart.models.errors import Interrupted
 
-HELP = ("Run the whole pipeline on synthetic data (6 to 9 minutes on a 2-core CPU, mostly training): synthetic, "
+HELP = ("Run the whole pipeline on synthetic data (6 to 12 minutes on a 2-core CPU, mostly training): synthetic, "
         "train, segment, swap, eval.")
 EPILOG = "Example:\n\n  copart demo demo/\n\nCOPART_DEMO_QUICK=1 (or --quick) shrinks every step for a smoke test."
 
 
 def demo(
     folder: Path = typer.Argument(Path("demo"), help="Where everything goes (reused when run again)."),
-    steps: int = typer.Option(800, "--steps", min=1, help="Training steps (800: 6.5 to 9 minutes on 2 cores, by the CPU)."),
+    steps: int = typer.Option(800, "--steps", min=1, help="Training steps (800: 6 to 12 minutes on 2 cores, by the CPU and its load)."),
     quick: bool = typer.Option(False, "--quick", help="Tiny sizes for a smoke test (also COPART_DEMO_QUICK=1)."),
 ) -> None:
     from copart.demo import Reporter, run
