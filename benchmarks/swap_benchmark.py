@@ -5,8 +5,8 @@ measured in one run on the machine at hand (the goals are ratios: issue 12).
                                         [--markdown] [--json FILE]
 
 REF is the authors' motion-cosegmentation code (github:AliaksandrSiarohin/motion-cosegmentation);
-with it, ``authors_swap_speed.py`` (``--authors-bench``, else ``../shared/bench/`` beside the
-repository when present; copart never depends on it) prepares the clip, the source photo and a
+with it, ``authors_swap_speed.py`` (its path given with ``--authors-bench``; copart never
+depends on it) prepares the clip, the source photo and a
 random-weight checkpoint in the authors' layout, and times their script on today's libraries.
 Without it the authors' row is "not measured" and the same kind of files are made here.
 
@@ -155,12 +155,8 @@ def psnr(a: Path, b: Path, frames: int) -> float:
 
 
 def find_authors_bench(given: str | None) -> Path | None:
-    if given:
-        return Path(given)
-    for candidate in (ROOT.parent / "shared" / "bench" / "authors_swap_speed.py",):
-        if candidate.is_file():
-            return candidate
-    return None
+    """The authors' timing script, only where the user names it (copart ships no copy of it)."""
+    return Path(given) if given else None
 
 
 def authors_run(bench: Path, what: str, folder: Path, ref: Path, frames: int, threads: int, log) -> str:
@@ -244,7 +240,7 @@ def stages(clip: Path, frames: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--authors", metavar="REF", help="the authors' code (a checkout of motion-cosegmentation)")
-    parser.add_argument("--authors-bench", metavar="PATH", help="authors_swap_speed.py (default: ../shared/bench/)")
+    parser.add_argument("--authors-bench", metavar="PATH", help="authors_swap_speed.py, the script that runs the authors' part_swap.py on today's libraries")
     parser.add_argument("--frames", type=int, default=120, help="frames of the 256x256 clip (and the short memory clip)")
     parser.add_argument("--face-frames", type=int, default=60, help="frames of the 720p clip for cropped vs --no-crop")
     parser.add_argument("--model-frames", type=int, default=12, help="frames per model-alone measurement")
