@@ -312,6 +312,7 @@ def stream_video(
     source = _until(stop, frames)
     decoded = Ahead(prepare(source) if prepare is not None else source, ahead, stop)
     encoder: Optional[Behind] = None
+    writer = None  # aborted on any error, from the moment it exists (its file is temporary until close)
     try:
         if progress is not None:
             progress(0, reader.estimated_frames)
@@ -346,8 +347,8 @@ def stream_video(
         decoded.join()
         if encoder is not None:
             encoder.join()
-        if state["writer"] is not None:
-            state["writer"].abort()
+        if writer is not None:
+            writer.abort()
         raise
     finally:
         stop.set()
