@@ -131,11 +131,11 @@ def _strip(images: list[np.ndarray], height: int = 192, titles: Optional[list[st
     return row
 
 
-def held_out_parts(model_path: Path, data: Path) -> dict:
+def held_out_parts(model, data: Path) -> dict:
     """Part-level scores of the model on the held-out clips (channels named on the training ones)."""
     from copart.evaluation import metrics
 
-    model = load_model(model_path).model.eval()
+    model = model.eval()
 
     def maps_and_labels(split: str, limit: int):
         maps, labels = [], []
@@ -150,14 +150,14 @@ def held_out_parts(model_path: Path, data: Path) -> dict:
     return metrics.part_scores(*maps_and_labels("train", 4), *maps_and_labels("test", 100))
 
 
-def swap_change(model_path: Path, target: Path, swapped: Path, channels: list[int], outside: float = 0.02,
+def swap_change(model, target: Path, swapped: Path, channels: list[int], outside: float = 0.02,
                 crf: int = 18) -> dict:
     """How much a swap changed each frame, in levels (0-255), inside and outside the chosen parts:
     the mask is the target's own soft part maps of those channels, upsampled to the frame;
     "outside" is where it is below ``outside``. Both videos are decoded as written (so the
     codec's own changes count too), and against a plain re-encode of the target at the same
     ``crf`` (what the swap changes beyond the codec)."""
-    model = load_model(model_path).model.eval()
+    model = model.eval()
     with av.open(str(target)) as a, av.open(str(swapped)) as b:
         before = np.stack([f.to_ndarray(format="rgb24") for f in a.decode(video=0)])
         after = np.stack([f.to_ndarray(format="rgb24") for f in b.decode(video=0)])
@@ -306,14 +306,15 @@ def run(folder: Path, steps: int = 800, quick: bool = False, report: Reporter = 
     timed("eval", evaluating)
 
     # How the parts cover the held-out figures, and what the swap changed.
-    parts = held_out_parts(named, data)
+    trained = load_model(named).model
+    parts = held_out_parts(trained, data)
     channels = names.get(part) or [int(part)]
-    change = swap_change(named, other, swap_video, channels)
+    change = swap_change(trained, other, swap_video, channels)
     label = part if part in names else f"part {part}"
 
     # Pictures made from the outputs, for people (and the README), each titled and captioned.
     frames = probe(seg_video)["frames"]
-    k = load_model(named).model.num_segments
+    k = trained.num_segments
     named_list = ", ".join(f"{n} = {c}" for n, c in names.items())
     write_image(_strip(_frames(seg_video, [0, frames // 2, frames - 1]),
                        titles=[f"frame {i + 1}" for i in (0, frames // 2, frames - 1)],
