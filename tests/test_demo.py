@@ -55,14 +55,20 @@ def test_the_demo_starts_over_only_what_it_made_with_other_settings(tmp_path):
     assert json.loads((tmp_path / "demo.json").read_text()) == {"videos": 12}
 
 
+DOCS = sorted((Path(__file__).resolve().parents[1] / "docs").glob("*.md"))
+
+
 def _examples() -> list[tuple[str, str]]:
-    """Every ``copart ...`` example: the README's console blocks, then each command's --help."""
+    """Every ``copart ...`` example: the console blocks of the README and docs/, then each command's --help."""
     import re
 
     from copart.commands import demo, evaluate, info, parts, segment, swap, synthetic, train
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    found = [("README", line[2:].split("  #")[0].strip()) for line in readme.splitlines() if line.startswith("$ copart ")]
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for page in [root / "README.md", *DOCS]:  # the README, then each docs page, each in its own order
+        found += [(page.name, line[2:].split("  #")[0].strip())
+                  for line in page.read_text().splitlines() if line.startswith("$ copart ")]
     for module in (demo, evaluate, info, parts, segment, swap, synthetic, train):
         found += [(f"copart {module.__name__.rsplit('.', 1)[-1]} --help", m.strip())
                   for m in re.findall(r"^  (copart [^\n]+)$", module.EPILOG, re.M)]
@@ -82,7 +88,7 @@ def _runnable(command: str) -> bool:
 
 
 def test_every_example_after_the_demo_runs_as_written(tmp_path, monkeypatch):
-    """The README's and --help's examples, followed in order after the demo, each exit 0."""
+    """The README's, docs/' and --help's examples, followed in order after the demo, each exit 0."""
     import shlex
 
     monkeypatch.setenv("COPART_DEMO_QUICK", "1")
@@ -91,13 +97,16 @@ def test_every_example_after_the_demo_runs_as_written(tmp_path, monkeypatch):
     examples = _examples()
     runnable = [(where, c) for where, c in examples if _runnable(c)]
     assert len(runnable) >= 10, runnable  # the test must be able to fail
-    for source in ("README", "help"):
+    def group(where):  # each page in a folder of its own, the commands' --help together in one
+        return "help" if where.endswith("--help") else where
+
+    for source in dict.fromkeys(group(where) for where, _ in runnable):
         cwd = tmp_path / source
         cwd.mkdir()
         (cwd / "demo").symlink_to(made / "quick")  # the quick demo's folder stands for demo/
         monkeypatch.chdir(cwd)
         for where, command in runnable:
-            if (where == "README") != (source == "README"):
+            if group(where) != source:
                 continue
             if command.startswith("copart demo"):
                 continue  # the demo itself ran above
@@ -110,9 +119,11 @@ def test_the_demo_time_is_one_range_in_the_readme_and_the_help():
 
     from copart.commands import demo
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    ranges = set(re.findall(r"(\d+) to (\d+) minutes on a 2-core CPU", readme + demo.HELP))
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    page = (root / "docs" / "demo.md").read_text()
+    ranges = set(re.findall(r"(\d+) to (\d+) minutes on a 2-core CPU", readme + page + demo.HELP))
     assert ranges == {("6", "12")}, ranges
     # the measurements quoted lie inside the range
-    seconds = [int(s) for s in re.findall(r"(\d{3}) s", readme[: readme.index("What the demo shows")])]
+    seconds = [int(s) for s in re.findall(r"(\d{3}) s", page[: page.index("What the demo shows")])]
     assert seconds and all(6 * 60 <= s <= 12 * 60 for s in seconds), seconds
