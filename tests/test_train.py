@@ -129,10 +129,12 @@ def _torchrun(*args):
 
 
 def test_torchrun_two_processes_on_cpu_and_their_resume(tmp_path, synthetic_data):
-    """Two gloo processes write one set of checkpoints and one log; a run stopped at step 2 and
-    resumed to 4 equals one run to 4 (each process's transform generator is saved and restored)."""
-    common = [*BASE, "--device", "cpu", "--data", synthetic_data]
+    """Two gloo processes write one set of checkpoints and one log, and say their notes once; a run
+    stopped at step 2 and resumed to 4 equals one run to 4 (each process's transform generator is
+    saved and restored). Both start from the same FOMM checkpoint."""
+    common = [*BASE, "--device", "cpu", "--data", synthetic_data, "--init", REFERENCE / "fomm-format.pth.tar"]
     whole = _torchrun(*common, "--out", tmp_path / "a", "--steps", "4", "--checkpoint-every", "2")
+    assert whole.stderr.count("Note: initialised from the First Order Motion Model") == 1, whole.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "a").glob("checkpoint*.pth")) == [
         "checkpoint-00000002.pth", "checkpoint-00000004.pth", "checkpoint.pth"]
     assert [e["step"] for e in _log(tmp_path / "a")] == [1, 2, 3, 4]  # one writer
