@@ -316,9 +316,11 @@ def train(
     force: bool = False,
 ) -> RunReport:
     """Train (or resume) a run in ``out``. ``on_step(step, total, losses, pairs_per_s)`` reports
-    progress on rank 0. A resume may change ``steps`` (to train longer), ``workers``,
-    ``checkpoint_every`` and ``vis_every`` through ``resume_overrides``; nothing that
-    changes what is computed."""
+    progress on rank 0; a run with a time budget adds ``clock=(seconds spent, seconds of the
+    budget)`` (over every start of the run), its ``total`` then being its step limit or None. A
+    resume may change ``steps`` and ``minutes`` (how it ends: see :func:`resumed_settings`),
+    ``workers``, ``checkpoint_every``, ``keep``, ``checkpoint_minutes`` and ``vis_every`` through
+    ``resume_overrides``; nothing that changes what is computed."""
     rank, world, local_rank = _distributed()
     out = Path(out)
     prepare_run_folder(out, resume, force, rank)
