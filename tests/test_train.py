@@ -129,10 +129,12 @@ def _torchrun(*args):
 
 
 def test_torchrun_two_processes_on_cpu_and_their_resume(tmp_path, synthetic_data):
-    """Two gloo processes write one set of checkpoints and one log; a run stopped at step 2 and
-    resumed to 4 equals one run to 4 (each process's transform generator is saved and restored)."""
-    common = [*BASE, "--device", "cpu", "--data", synthetic_data]
+    """Two gloo processes write one set of checkpoints and one log, and say their notes once; a run
+    stopped at step 2 and resumed to 4 equals one run to 4 (each process's transform generator is
+    saved and restored). Both start from the same FOMM checkpoint."""
+    common = [*BASE, "--device", "cpu", "--data", synthetic_data, "--init", REFERENCE / "fomm-format.pth.tar"]
     whole = _torchrun(*common, "--out", tmp_path / "a", "--steps", "4", "--checkpoint-every", "2")
+    assert whole.stderr.count("Note: initialised from the First Order Motion Model") == 1, whole.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "a").glob("checkpoint*.pth")) == [
         "checkpoint-00000002.pth", "checkpoint-00000004.pth", "checkpoint.pth"]
     assert [e["step"] for e in _log(tmp_path / "a")] == [1, 2, 3, 4]  # one writer
@@ -239,3 +241,159 @@ def test_a_worker_error_is_one_sentence_and_leaves_no_half_started_run(tmp_path,
     assert isinstance(result.exception, CopartError)
     assert "could not be read (decoder exploded)" in str(result.exception)
     assert not run.exists() or list(run.iterdir()) == []
+
+
+# A time budget survives an interruption (issue 20, point 4).
+def test_a_budgeted_run_killed_after_a_time_checkpoint_finishes_its_budget_on_resume(tmp_path, synthetic_data):
+    """--minutes 0.2 (12 s of training), killed (SIGKILL) after a time-based checkpoint, then
+    resumed with --resume alone: it stops by itself once the 12 s are spent, the seconds trained
+    before the kill counting toward them."""
+    budget = 12.0
+    run = tmp_path / "run"
+    proc = _cli("train", *BASE, "--data", synthetic_data, "--out", run, "--minutes", budget / 60,
+                "--checkpoint-every", "100000", "--checkpoint-minutes", "0.01")
+    deadline = time.time() + 120
+
+    def saved_step():
+        try:
+            return int(read_checkpoint(run / "checkpoint.pth")["step"])
+        except (CopartError, OSError):
+            return 0
+
+    while saved_step() < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    before = read_checkpoint(run / "checkpoint.pth")
+    assert before["step"] >= 3 and not before["train"].get("spent_seconds", 0) >= budget, "killed too late"
+    spent = before["train"]["spent_seconds"]  # the budget's part already spent, stored with the run
+    assert 0 < spent < budget and before["train"]["minutes"] == pytest.approx(budget / 60)
+    assert before["train"]["steps"] is None  # bounded by time alone: no made-up step count
+
+    started = time.time()
+    resumed = _cli("train", "--resume", run)
+    try:
+        out, err = resumed.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        resumed.kill()
+        resumed.communicate()
+        pytest.fail("the resumed run did not stop within its budget")
+    assert resumed.returncode == 0, err
+    after = read_checkpoint(run / "checkpoint.pth")
+    assert budget <= after["train"]["spent_seconds"] < budget + 10, after["train"]
+    assert after["step"] > before["step"] and after["train"]["steps"] == after["step"]
+    assert time.time() - started < 120
+    assert [e["step"] for e in _log(run)] == list(range(1, after["step"] + 1))
+    assert f"Trained to step {after['step']}" in out
+    assert "of the time budget" in err and "000000000" not in err  # the time, not a step total
+    # A finished budget: resuming again trains nothing more.
+    again = _cli("train", "--resume", run)
+    out, err = again.communicate(timeout=120)
+    assert again.returncode == 0 and f"Trained to step {after['step']}" in out, err
+    assert read_checkpoint(run / "checkpoint.pth")["step"] == after["step"]
+
+
+def test_what_a_resume_is_given_says_how_it_ends():
+    from copart.training.loop import UNBOUNDED, resumed_settings
+
+    stored = {"data": "d", "steps": None, "batch_size": 4, "minutes": 20.0, "spent_seconds": 300.0, "keep": 3,
+              "checkpoint_every": 500}
+    same = resumed_settings(stored, {"steps": None, "minutes": None, "workers": 0})
+    assert (same.steps, same.minutes, same.spent_seconds, same.keep, same.workers) == (None, 20.0, 300.0, 3, 0)
+    more = resumed_settings(stored, {"minutes": 10.0})  # ten more minutes than already spent
+    assert (more.steps, more.minutes) == (None, pytest.approx(15.0))
+    steps = resumed_settings(stored, {"steps": 900, "keep": 1})
+    assert (steps.steps, steps.minutes, steps.keep) == (900, None, 1)
+    both = resumed_settings(stored, {"steps": 900, "minutes": 1.0})
+    assert (both.steps, both.minutes) == (900, pytest.approx(6.0))
+    # A run saved before budgets were kept stored its step limit as 10^9: read as "by time alone".
+    old = resumed_settings({"data": "d", "steps": UNBOUNDED, "batch_size": 4, "minutes": 20.0}, None)
+    assert (old.steps, old.minutes, old.spent_seconds) == (None, 20.0, 0.0)
+
+
+def test_a_budgeted_run_reports_its_clock_and_a_real_total(tmp_path, synthetic_data):
+    from copart.training import loop
+
+    config, label = loop.new_run_config("cpu-64-sem-5segments", synthetic_data)
+    seen = []
+    settings = loop.TrainSettings(data=str(synthetic_data), steps=None, batch_size=4, workers=0, vis_every=0,
+                                  checkpoint_every=1000, minutes=0.02)
+    loop.train(config, tmp_path / "run", settings, label=label,
+               on_step=lambda step, total, losses, rate, clock=None: seen.append((step, total, clock)))
+    assert seen and all(total is None and clock is not None for _, total, clock in seen)
+    spent, budget = seen[-1][2]
+    assert budget == pytest.approx(1.2) and spent >= budget
+    assert all(a[2][0] <= b[2][0] for a, b in zip(seen, seen[1:]))  # the clock only goes forward
+
+
+# What is kept (issue 20, point 5).
+def _numbered(run):
+    return sorted(p.name for p in run.glob("checkpoint-*.pth"))
+
+
+def test_time_checkpoints_replace_one_another_and_only_snapshots_are_numbered(tmp_path, synthetic_data):
+    from copart.training import loop
+
+    config, label = loop.new_run_config("cpu-64-sem-5segments", synthetic_data)
+    run = tmp_path / "run"
+    seen = []
+
+    def on_step(step, total, losses, rate):  # called after the step's checkpoint was written
+        seen.append((int(read_checkpoint(run / "checkpoint.pth")["step"]), _numbered(run)))
+
+    loop.train(config, run, loop.TrainSettings(data=str(synthetic_data), steps=6, batch_size=4, workers=0,
+                                               vis_every=0, checkpoint_every=4, checkpoint_minutes=1e-6),
+               label=label, on_step=on_step)
+    assert [s for s, _ in seen] == [1, 2, 3, 4, 5, 6]  # a time checkpoint at every step ...
+    assert seen[2][1] == [] and seen[4][1] == ["checkpoint-00000004.pth"]  # ... replacing the last one
+    assert _numbered(run) == ["checkpoint-00000004.pth", "checkpoint-00000006.pth"]  # every N steps, and the end
+    assert not list(run.glob(".checkpoint*"))
+
+
+def test_keep_bounds_the_runs_own_snapshots_and_nothing_else(tmp_path, synthetic_data):
+    run = tmp_path / "run"
+    common = [*BASE, "--workers", "0", "--checkpoint-every", "1"]
+    assert _train(*common, "--data", synthetic_data, "--out", run, "--steps", "3").exit_code == 0
+    assert _numbered(run) == [f"checkpoint-0000000{i}.pth" for i in (1, 2, 3)]  # all kept without --keep
+    # The user's own: a snapshot named in place (edited), and a file from elsewhere under a snapshot's name.
+    assert runner.invoke(app, ["parts", str(run / "checkpoint-00000002.pth"), "--name", "arm=1",
+                               "--in-place"]).exit_code == 0
+    shutil.copyfile(run / "checkpoint-00000001.pth", run / "checkpoint-00000000.pth")
+    result = _train("--resume", run, "--steps", "6", "--keep", "2")
+    assert result.exit_code == 0, result.output
+    assert _numbered(run) == ["checkpoint-00000000.pth", "checkpoint-00000002.pth", "checkpoint-00000005.pth",
+                              "checkpoint-00000006.pth"]
+    assert read_checkpoint(run / "checkpoint.pth")["step"] == 6
+    assert sorted(json.loads((run / "snapshots.json").read_text())["written"]) == [
+        "checkpoint-00000005.pth", "checkpoint-00000006.pth"]
+    assert not list(run.glob(".checkpoint*"))
+    # --keep is stored with the run: a resume without it keeps bounding.
+    assert _train("--resume", run, "--steps", "7").exit_code == 0
+    assert _numbered(run)[-2:] == ["checkpoint-00000006.pth", "checkpoint-00000007.pth"]
+    assert "checkpoint-00000005.pth" not in _numbered(run)
+
+
+# torchrun: a failed --init download stops every process (issue 20, point 6).
+def test_torchrun_a_failed_init_download_stops_every_process_with_one_message(tmp_path, synthetic_data):
+    logs = tmp_path / "logs"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", COPART_OFFLINE="1",
+               COPART_HOME=str(tmp_path / "empty-cache"))
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+             "--log-dir", str(logs), "--redirects", "3", "-m", "copart", "train", *BASE, "--device", "cpu",
+             "--data", str(synthetic_data), "--out", str(tmp_path / "run"), "--steps", "1", "--init", "vox-cpk"],
+            check=False, env=env, cwd=ROOT, capture_output=True, text=True, timeout=180,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("a process waited for the failed download")
+    assert result.returncode != 0
+    errors = {}
+    for rank in (0, 1):
+        (path,) = logs.rglob(f"attempt_0/{rank}/stderr.log")
+        text = path.read_text()
+        assert "Traceback" not in text, text
+        errors[rank] = [line for line in text.splitlines() if line.startswith("Error:")]
+    assert len(errors[0]) == 1 and errors[0] == errors[1], errors
+    assert "vox-cpk is not in the cache and COPART_OFFLINE=1" in errors[0][0]
+    assert not (tmp_path / "run").exists()

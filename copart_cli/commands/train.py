@@ -41,9 +41,10 @@ def train(
     force: bool = typer.Option(False, "--force", help="Start over in an existing --out folder."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Training steps (default: the preset's epochs)."),
     minutes: Optional[float] = typer.Option(None, "--minutes", min=0.01,
-                                            help="Train for this many minutes (training time, after start-up), then "
-                                                 "save as a finished run; with --steps, whichever comes first; with "
-                                                 "--resume, this many more minutes."),
+                                            help="Train for this many minutes (training time, after start-up, "
+                                                 "over every start of the run: a resumed run finishes what is left), "
+                                                 "then save as a finished run; with --steps, whichever comes first; "
+                                                 "with --resume, this many more minutes."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Override train_params.num_epochs."),
     repeats: Optional[int] = typer.Option(None, "--repeats", min=1, help="Override train_params.num_repeats."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Pairs per step, over all processes."),
@@ -54,10 +55,15 @@ def train(
     seed: int = typer.Option(0, "--seed", help="Seed of the data order, augmentation and weights."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader worker processes (default 2)."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1,
-                                                   help="Checkpoint every N steps (default 500)."),
+                                                   help="A numbered snapshot checkpoint-STEP.pth every N steps and "
+                                                        "at the end (default 500)."),
+    keep: Optional[int] = typer.Option(None, "--keep", min=1,
+                                       help="Keep only the newest N numbered snapshots this run wrote, deleting "
+                                            "older ones (default: keep all)."),
     checkpoint_minutes: Optional[float] = typer.Option(None, "--checkpoint-minutes", min=0,
-                                                       help="Also checkpoint when this many minutes have passed "
-                                                            "since the last one (default 5; 0: by steps only)."),
+                                                       help="Also save checkpoint.pth when this many minutes have "
+                                                            "passed since the last checkpoint, replacing the last "
+                                                            "one (default 5; 0: by steps only)."),
     vis_every: Optional[int] = typer.Option(None, "--vis-every", min=0,
                                             help="Training picture every N steps (0: never) (default 500)."),
     device: options.Device = "auto",
@@ -79,21 +85,23 @@ def train(
         given = [name for name, value in fixed.items() if value is not None]
         if given:
             raise CopartError(f"--resume continues a run as it was configured; {', '.join(given)} cannot change it "
-                              f"(--steps, --minutes, --workers, --checkpoint-every, --checkpoint-minutes and --vis-every can).")
-        # Only what the user gave changes the run (None: keep the stored value).
+                              f"(--steps, --minutes, --workers, --checkpoint-every, --keep, --checkpoint-minutes and "
+                              f"--vis-every can).")
+        # Only what the user gave changes the run (None: keep the stored value). Without --steps and
+        # --minutes the run ends as it was started to (its steps, or the rest of its time budget).
         overrides = {"steps": steps, "minutes": minutes, "workers": workers, "checkpoint_every": checkpoint_every,
-                     "checkpoint_minutes": checkpoint_minutes, "vis_every": vis_every}
+                     "keep": keep, "checkpoint_minutes": checkpoint_minutes, "vis_every": vis_every}
         out = resume
         config, label, settings = {}, str(resume), None
     else:
         if preset is None or data is None or out is None:
             raise CopartError("copart train needs --preset, --data and --out (or --resume RUN).")
         if init is not None and not Path(init).expanduser().exists() and not any(c in str(init) for c in "/."):
-            init = _fetch_init(str(init), console)  # a model by name, e.g. vox-cpk
+            init = _fetch_init(str(init), console, device)  # a model by name, e.g. vox-cpk
         config, label = new_run_config(preset, data, variant.value if variant else None, epochs, repeats,
                                        loss.value if loss else None)
-        given = {"workers": workers, "checkpoint_every": checkpoint_every, "checkpoint_minutes": checkpoint_minutes,
-                 "vis_every": vis_every}
+        given = {"workers": workers, "checkpoint_every": checkpoint_every, "keep": keep,
+                 "checkpoint_minutes": checkpoint_minutes, "vis_every": vis_every}
         settings = TrainSettings(  # options not given keep TrainSettings' defaults
             data=str(Path(data).resolve()), steps=steps,
             batch_size=batch_size or int(config["train_params"].get("batch_size", 16)), seed=seed,
@@ -107,22 +115,18 @@ def train(
                                   ui.warning(console), overrides, force)
     except TrainingInterrupted as stopped:
         raise Interrupted(f"{stopped}; continue with copart train --resume {stopped.out}") from None
-    for note in report.notes:
-        console.print(f"Note: {note}.")
-    if rank == 0:
+    if rank == 0:  # once, not once per process
+        for note in report.notes:
+            console.print(f"Note: {note}.")
         typer.echo(f"Trained to step {report.step} ({report.pairs_per_second:.1f} pairs/s) -> {Path(out) / 'checkpoint.pth'}")
 
 
-def _fetch_init(name: str, console) -> Path:
+def _fetch_init(name: str, console, device: str) -> Path:
     """The file of a model named for --init, fetched once: under torchrun the first process of each
-    machine downloads it while the others wait for it."""
-    import time
-
+    machine downloads it while the others wait; if it fails, every process stops with its sentence."""
     from copart import hub
+    from copart.training.loop import first_of_each_machine
 
     entry = hub.entry(name)
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
-        return hub.pull(entry, ui.downloads(console))
-    while not hub.is_cached(entry):
-        time.sleep(2)
+    first_of_each_machine(lambda: hub.pull(entry, ui.downloads(console)), device)
     return entry.path

@@ -1,9 +1,12 @@
 """The training loop: one process on a CPU or GPU, or many with torchrun (DDP).
 
-Run folder: ``checkpoint.pth`` (the latest) and ``checkpoint-<step>.pth`` every
-``checkpoint_every`` steps, written atomically; ``log.jsonl`` with every loss;
-``train-vis/<step>.png`` pictures; ``config.yaml``. ``resume`` continues from the
-latest checkpoint with the same step, optimizer, RNG and data order.
+Run folder: ``checkpoint.pth`` (the latest: the checkpoints written every
+``checkpoint_minutes`` for crash safety, and on a stop, replace it) and the numbered snapshots
+``checkpoint-<step>.pth`` every ``checkpoint_every`` steps and at the end (``keep``: only that
+many of the newest that the run wrote itself, listed in ``snapshots.json``), written atomically;
+``log.jsonl`` with every loss; ``train-vis/<step>.png`` pictures; ``config.yaml``. ``resume``
+continues from the latest checkpoint with the same step, optimizer, RNG and data order, and a
+run bounded by ``minutes`` with what is left of its budget.
 """
 
 from __future__ import annotations
@@ -12,11 +15,12 @@ import contextlib
 import copy
 import json
 import os
+import re
 import shutil
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -50,7 +54,7 @@ class TrainSettings:
     """What a run needs to be repeated exactly; stored in every checkpoint."""
 
     data: str
-    steps: Optional[int]
+    steps: Optional[int]  # None with ``minutes``: bounded by time alone
     batch_size: int
     seed: int = 0
     workers: int = 2
@@ -59,10 +63,32 @@ class TrainSettings:
     vis_every: int = 500
     precision: str = "fp32"
     loss: Optional[str] = None
-    minutes: Optional[float] = None  # stop after this much training time, as a finished run
+    minutes: Optional[float] = None  # stop after this much training time, as a finished run (all starts together)
+    spent_seconds: float = 0.0  # training time spent so far, over every start of the run
+    keep: Optional[int] = None  # numbered snapshots kept (the newest the run wrote); None: all
 
 
-UNBOUNDED = 10**9  # the step limit of a run bounded by --minutes alone
+UNBOUNDED = 10**9  # the step limit of a run bounded by --minutes alone (never stored)
+SNAPSHOTS = "snapshots.json"  # the numbered snapshots a run wrote itself: the only ones --keep deletes
+_SNAPSHOT_NAME = re.compile(r"checkpoint-\d{8}\.pth")
+
+
+def resumed_settings(stored: dict, overrides: Optional[dict] = None) -> TrainSettings:
+    """The settings of a resumed run: the stored ones, with ``overrides`` (None: keep the stored
+    value). Given neither ``steps`` nor ``minutes``, the run finishes what it was started with: its
+    step count, or what is left of its time budget (the minutes already spent count). Given
+    either or both, they say how the resumed run ends instead: ``steps`` the step to reach,
+    ``minutes`` this many more minutes of training; both: whichever comes first."""
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    known = {f.name for f in fields(TrainSettings)}
+    values = {k: v for k, v in stored.items() if k in known}
+    if values.get("steps") is not None and int(values["steps"]) >= UNBOUNDED:  # saved before budgets were kept
+        values["steps"] = None
+    settings = TrainSettings(**{**values, **{k: v for k, v in overrides.items() if k not in ("steps", "minutes")}})
+    if "steps" in overrides or "minutes" in overrides:
+        settings.steps = overrides.get("steps")
+        settings.minutes = settings.spent_seconds / 60 + overrides["minutes"] if "minutes" in overrides else None
+    return settings
 
 
 class TrainingInterrupted(Interrupted):
@@ -130,6 +156,58 @@ def _distributed() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def start_processes(device: str) -> tuple[int, int, int]:
+    """Rank, world size and local rank; under torchrun (WORLD_SIZE > 1) this process joins the
+    process group first (once: NCCL on GPUs, gloo on CPUs)."""
+    rank, world, local_rank = _distributed()
+    if world > 1 and not torch.distributed.is_initialized():
+        if device.startswith("cuda"):
+            torch.cuda.set_device(local_rank)
+        torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return rank, world, local_rank
+
+
+def first_of_each_machine(work: Callable[[], object], device: str = "cpu"):
+    """``work()`` (a download), done by the first process of each machine while the others wait
+    for as long as it takes (a small collective every second, none that could time out). Its
+    result on those processes, None on the others; a failure on any machine stops every process
+    with the same sentence, the first failing rank's."""
+    rank, world, local_rank = start_processes(device)
+    if world == 1:
+        return work()
+    done: dict = {}
+
+    def run() -> None:
+        try:
+            done["value"] = work()
+        except CopartError as exc:
+            done["error"] = str(exc)
+        except Exception as exc:  # noqa: BLE001 - it must reach the other processes, as a sentence
+            done["error"] = f"{type(exc).__name__}: {exc}"
+
+    worker = None
+    if local_rank == 0:
+        worker = threading.Thread(target=run, name="copart-first-of-machine", daemon=True)
+        worker.start()
+    flag_device = f"cuda:{local_rank}" if device.startswith("cuda") else "cpu"
+    while True:  # every process takes part in each round, busy or not: the same collectives everywhere
+        busy = torch.tensor([float(worker is not None and worker.is_alive())], device=flag_device)
+        torch.distributed.all_reduce(busy, op=torch.distributed.ReduceOp.MAX)
+        if not busy.item():
+            break
+        if worker is not None:
+            worker.join(1.0)
+        else:
+            time.sleep(1.0)
+    errors: list = [None] * world
+    torch.distributed.all_gather_object(errors, done.get("error"))
+    failed = next((e for e in errors if e), None)
+    if failed is not None:
+        torch.distributed.destroy_process_group()
+        raise CopartError(failed)
+    return done.get("value")
+
+
 def new_run_config(preset: str, data, variant: Optional[str] = None, epochs: Optional[int] = None,
                    repeats: Optional[int] = None, loss: Optional[str] = None) -> tuple[dict, str]:
     """The configuration of a new run (a copy of the preset with these overrides) and its label;
@@ -172,7 +250,7 @@ def _make_run_folder(out: Path) -> bool:
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     for p in out.iterdir():
-        if p.name.startswith("checkpoint") or p.name in ("log.jsonl", "config.yaml", "train-vis"):
+        if p.name.startswith("checkpoint") or p.name in ("log.jsonl", "config.yaml", "train-vis", SNAPSHOTS):
             shutil.rmtree(p) if p.is_dir() else p.unlink()
     return created
 
@@ -238,9 +316,11 @@ def train(
     force: bool = False,
 ) -> RunReport:
     """Train (or resume) a run in ``out``. ``on_step(step, total, losses, pairs_per_s)`` reports
-    progress on rank 0. A resume may change ``steps`` (to train longer), ``workers``,
-    ``checkpoint_every`` and ``vis_every`` through ``resume_overrides``; nothing that
-    changes what is computed."""
+    progress on rank 0; a run with a time budget adds ``clock=(seconds spent, seconds of the
+    budget)`` (over every start of the run), its ``total`` then being its step limit or None. A
+    resume may change ``steps`` and ``minutes`` (how it ends: see :func:`resumed_settings`),
+    ``workers``, ``checkpoint_every``, ``keep``, ``checkpoint_minutes`` and ``vis_every`` through
+    ``resume_overrides``; nothing that changes what is computed."""
     rank, world, local_rank = _distributed()
     out = Path(out)
     prepare_run_folder(out, resume, force, rank)
@@ -252,14 +332,8 @@ def train(
         if "train" not in stored:
             raise CopartError(f"{path} holds no training state to resume from.")
         config = stored["config"]
-        overrides = {k: v for k, v in (resume_overrides or {}).items() if v is not None}
-        settings = TrainSettings(**{**stored["train"], **overrides})
-        settings.minutes = overrides.get("minutes")  # a time budget counts from this start, when given
-        if settings.minutes and "steps" not in overrides:
-            settings.steps = UNBOUNDED
-    if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if device.startswith("cuda") else "gloo"
-        torch.distributed.init_process_group(backend)
+        settings = resumed_settings(stored["train"], resume_overrides)
+    start_processes(device)
     if device.startswith("cuda"):
         device = f"cuda:{local_rank}" if world > 1 else device
         torch.cuda.set_device(device)
@@ -332,13 +406,14 @@ def train(
         dataset = PairDataset(clips, model_config.image_size, dataset_params.get("augmentation_params"),
                               bool(dataset_params.get("id_sampling", False)),
                               int(dataset_params.get("min_frame_distance", 0)))
-        if settings.steps is None and settings.minutes:
-            settings.steps = UNBOUNDED
-        if settings.steps is None:
+        if settings.steps is None and not settings.minutes:
             settings.steps = epochs_to_steps(len(dataset), int(train_params.get("num_repeats", 1)), settings.batch_size,
                                              int(train_params.get("num_epochs", 1)))
+        limit = settings.steps if settings.steps is not None else UNBOUNDED  # the step the run stops at
+        if settings.minutes and settings.spent_seconds >= settings.minutes * 60:
+            limit = settings.steps = step  # its time budget is spent: a finished run
         sampler = StepSampler(len(dataset), settings.batch_size // world, int(train_params.get("num_repeats", 1)),
-                              settings.seed, step, settings.steps, rank, world)
+                              settings.seed, step, limit, rank, world)
         loader = DataLoader(dataset, batch_sampler=sampler, num_workers=settings.workers,
                             pin_memory=device.startswith("cuda"),
                             worker_init_fn=_worker_signals if settings.workers else None)
@@ -356,8 +431,9 @@ def train(
     base_lr = {name: [g["lr"] for g in opt.param_groups] for name, opt in optimizers.items()}
     log = open(out / "log.jsonl", "a") if rank == 0 else None
     started, pairs = time.perf_counter(), 0
-    budget = settings.minutes * 60 if settings.minutes else None
-    steps_done = 0
+    budget = settings.minutes * 60 if settings.minutes else None  # seconds, over every start of the run
+    spent_before = settings.spent_seconds
+    shown_total = settings.steps  # a real step count, or None for a run bounded by time alone
     last_save = time.monotonic()
     first_step, completed, stopped = step, False, False
     saved = step if stored is not None else -1  # the step whose checkpoint exists
@@ -392,52 +468,54 @@ def train(
             finite = all(np.isfinite(v) for v in values.values())
             due = 0 < settings.checkpoint_minutes * 60 <= time.monotonic() - last_save
             stopped = stop.requested
-            steps_done += 1
-            timed_out = budget is not None and time.perf_counter() - started >= budget
+            settings.spent_seconds = spent_before + (time.perf_counter() - started)
+            timed_out = budget is not None and settings.spent_seconds >= budget
             if world > 1:  # every process stops, and saves, at the same step
                 flags = torch.tensor([float(not finite), float(stopped), float(due), float(timed_out)], device=device)
                 torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
                 finite, stopped, due, timed_out = (not bool(flags[0]), bool(flags[1]), bool(flags[2]),
                                                    bool(flags[3]))
-            if timed_out and step < settings.steps:  # the budget is spent: this step is the run's last
-                settings.steps = step
-            stopped = stopped and step < settings.steps  # a stop asked on the last step: the run is done
+            if timed_out and step < limit:  # the budget is spent: this step is the run's last
+                limit = settings.steps = step
+            stopped = stopped and step < limit  # a stop asked on the last step: the run is done
             if not finite:
                 raise CopartError(f"Training diverged at step {step} (a loss is not finite: {values}).")
             rate = pairs / max(time.perf_counter() - started, 1e-9)
             report.step, report.pairs_per_second = step, rate
             generators = None
-            if step % settings.checkpoint_every == 0 or step == settings.steps or due or stopped:
+            snapshot = step % settings.checkpoint_every == 0 or step == limit  # numbered, and kept
+            if snapshot or due or stopped:  # by time or on a stop: checkpoint.pth alone, replaced each time
                 generators = _gather_generators(generator, world)  # every process takes part
                 last_save = time.monotonic()
             if rank == 0:
                 log.write(json.dumps({"step": step, **values, "pairs_per_s": round(rate, 3)}) + "\n")
                 log.flush()
-                if settings.vis_every and (step % settings.vis_every == 0 or step == settings.steps):
+                if settings.vis_every and (step % settings.vis_every == 0 or step == limit):
                     picture = visualise({"source": source, "target": target}, generated, model_config.num_segments)
                     (out / "train-vis").mkdir(exist_ok=True)
                     write_image(picture, out / "train-vis" / f"{step:08d}.png")
                 if generators is not None:
                     _save(out, model, config, optimizers, generators, settings, step,
-                          scaler.state_dict() if scaler.is_enabled() else None)
+                          scaler.state_dict() if scaler.is_enabled() else None, numbered=snapshot)
                 if on_step is not None:
-                    total = settings.steps
-                    if budget is not None and total > step:  # bounded by time: the steps it will reach
-                        elapsed = time.perf_counter() - started
-                        total = min(total, step + int(steps_done / max(elapsed, 1e-9) * max(0.0, budget - elapsed)))
-                    on_step(step, total, values, rate)
+                    if budget is None:
+                        on_step(step, limit, values, rate)
+                    else:  # bounded by time: the clock against the budget, and the step limit if there is one
+                        on_step(step, shown_total, values, rate, clock=(settings.spent_seconds, budget))
             if generators is not None:
                 saved = step
-            if stopped or step >= settings.steps:
+            if stopped or step >= limit:
                 break
-        if stop.requested and not stopped and step < settings.steps:
-            # asked to stop while waiting for data (the workers ended): keep what is done
+        if stop.requested and not stopped and step < limit:
+            # Asked to stop while waiting for data (the workers ended). Only this process knows: with
+            # others, a collective here would meet theirs at another point, so it stops with what is saved.
             stopped = True
+            if world > 1:
+                kept = f"the run keeps its checkpoint of step {saved}" if saved >= 0 else "nothing was saved"
+                raise Interrupted(f"interrupted while waiting for data; {kept}")
             if saved != step:
-                generators = _gather_generators(generator, world)
-                if rank == 0:
-                    _save(out, model, config, optimizers, generators, settings, step,
-                          scaler.state_dict() if scaler.is_enabled() else None)
+                _save(out, model, config, optimizers, _gather_generators(generator, world), settings, step,
+                      scaler.state_dict() if scaler.is_enabled() else None)
         completed = True
     finally:
         batches.close()  # the workers are shut down now, not at exit
@@ -495,7 +573,9 @@ def _gather_generators(generator: torch.Generator, world: int) -> list[torch.Ten
 
 
 def _save(out: Path, model: CoPartModel, config: dict, optimizers: dict, generators: list[torch.Tensor],
-          settings: TrainSettings, step: int, scaler: Optional[dict] = None) -> None:
+          settings: TrainSettings, step: int, scaler: Optional[dict] = None, numbered: bool = False) -> None:
+    """Write ``checkpoint.pth`` (replacing the last one); ``numbered``: first as the snapshot
+    ``checkpoint-<step>.pth``, then bound the snapshots to ``settings.keep``."""
     extra = {"scaler": scaler} if scaler is not None else {}
     data = checkpoint_dict(
         model, config, config.get("part_names"), step,
@@ -503,10 +583,50 @@ def _save(out: Path, model: CoPartModel, config: dict, optimizers: dict, generat
         rng={"torch": torch.get_rng_state(), "generators": generators},
         train=settings.__dict__.copy(), **extra,
     )
-    numbered = save_atomic(data, out / f"checkpoint-{step:08d}.pth")
+    if not numbered:
+        save_atomic(data, out / "checkpoint.pth")
+        return
+    snapshot = save_atomic(data, out / f"checkpoint-{step:08d}.pth")
     # The latest is the same bytes: copy them (atomically) rather than serialise twice.
     with atomic_path(out / "checkpoint.pth") as tmp:
-        shutil.copyfile(numbered, tmp)
+        shutil.copyfile(snapshot, tmp)
+    _keep_snapshots(out, snapshot, settings.keep)
+
+
+def _identity(path: Path) -> list[int]:
+    """What tells the file the run wrote from one put in its place since (size, time, inode)."""
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _keep_snapshots(out: Path, written: Path, keep: Optional[int]) -> None:
+    """Record ``written`` as one of the run's own snapshots, then delete the oldest of them beyond
+    the newest ``keep``. Only files this run wrote and that are unchanged since go: a snapshot
+    copied in, edited in place or left by another run stays, and so does ``checkpoint.pth``. The
+    record is rewritten (atomically) before a file is deleted, so a kill in between leaves a file
+    that will never be deleted, not a record of one that is gone."""
+    record_path = out / SNAPSHOTS
+    try:
+        record = json.loads(record_path.read_text()).get("written", {}) if record_path.is_file() else {}
+    except (OSError, ValueError, AttributeError):
+        record = {}  # an unreadable record: the earlier snapshots are kept, not guessed at
+    record = {name: ident for name, ident in record.items()
+              if isinstance(name, str) and _SNAPSHOT_NAME.fullmatch(name) and (out / name).is_file()}
+    record[written.name] = _identity(written)
+    doomed = {}
+    if keep is not None:
+        newest_first = sorted(record, reverse=True)  # checkpoint-<8-digit step>.pth: by name is by step
+        for name in newest_first[max(1, keep):]:
+            if name != written.name:
+                doomed[name] = record.pop(name)
+    write_atomic_text(record_path, json.dumps({"written": record}, indent=1) + "\n")
+    for name, ident in doomed.items():
+        path = out / name
+        try:
+            if _identity(path) == list(ident):  # still the file this run wrote
+                path.unlink()
+        except OSError:
+            continue  # gone already, or not ours to delete
 
 
 def latest_checkpoint(out: Path) -> Path:
