@@ -194,7 +194,9 @@ class FaceChoice:
     """Which faces a video command processes (``--face``): ``largest`` (the largest face when
     faces first appear, then followed), ``index`` (the ``index``-th from the left, 1-based, in the
     first frame where that many faces are found), ``reference`` (the face that looks most like
-    the face in the image ``reference``) or ``all``."""
+    the face in the image ``reference``, if any looks like it) or ``all``. Only faces count (a
+    detection seen CONFIRM_HITS times), never a tentative one; a face number or a reference
+    that no face matches in the whole target is an error (:meth:`FaceTrack._check_choice`)."""
 
     mode: str = "largest"
     index: int = 0
@@ -419,9 +421,9 @@ class FaceTrack:
         self.window = max(0, int(window))
         # The frames the detector skips are held back until its next run (the look-back), so
         # that where the faces change it can look at every one of them (_backfill): the frames
-        # held are the smoothing's look-ahead or the skipped frames, whichever is more; and so
-        # that no more than 2 * window frames are held, it skips at most 2 * window in a row.
-        self.detect_every = min(max(1, int(detect_every)), 2 * self.window + 1)
+        # held are the smoothing's look-ahead or the skipped frames, whichever is more (11 at 60
+        # frames a second, where it runs on every 12th).
+        self.detect_every = max(1, int(detect_every))
         self._hold = max(self.window, self.detect_every - 1)
         self.detector_calls = 0  # frames the detector ran on
         self._countdown = 0  # frames until the detector runs again
@@ -898,6 +900,5 @@ def make_track(kind: str, device: str, margin: float, fps, notices: list, face="
 def detect_every_for(fps) -> int:
     """Every how many frames the detector runs at ``fps`` frames a second (DETECTIONS_PER_SECOND
     times a second: every 5th frame at 25, 6th at 30, 12th at 60; every frame at 5 or fewer).
-    :class:`FaceTrack` holds back the frames it skips until its next run (at most twice its
-    window: every 17th frame at most, from 85 frames a second up)."""
+    :class:`FaceTrack` holds back the frames it skips until its next run."""
     return max(1, round(float(fps or 25) / DETECTIONS_PER_SECOND))
