@@ -671,8 +671,9 @@ class FaceTrack:
             n = self.choice.index
             seen = "no face" if not most else f"{most} face{'s' if most != 1 else ''}" if self._t == 0 else \
                 f"at most {most} at once"
+            where = f"where {n} faces are seen at once" if n > 1 else "where a face is seen"
             raise CopartError(f"There is no face {n} to follow: --face {n} is the {_ordinal(n)} face from the left "
-                              f"where {n} faces are seen at once, and copart found {seen}; nothing was written.")
+                              f"{where}, and copart found {seen}; nothing was written.")
 
     # Emission side -------------------------------------------------------------------
     def _emit(self):
