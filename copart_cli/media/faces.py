@@ -16,6 +16,7 @@ import math
 import re
 from collections import deque
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
@@ -181,6 +182,10 @@ PREDICT_FRAMES = 10  # constant-velocity prediction, at most this many frames ah
 # A new face is an earlier one come back (exit and return, a crossing) when the appearance of
 # its first detections is at least this similar to that face's.
 REID_SIMILARITY = 0.6
+# ``--face IMAGE`` follows a face only when its detections look on average at least this much
+# like the face in the image: on the test clips the same person scores 0.59-0.89 (another
+# picture of them, mirrored or rescaled and brightened), a different person 0.31-0.35.
+REFERENCE_SIMILARITY = 0.47
 APPEARANCE_DECAY = 0.97  # a face's appearance follows slow changes (pose, light) over ~30 detections
 
 
@@ -189,7 +194,9 @@ class FaceChoice:
     """Which faces a video command processes (``--face``): ``largest`` (the largest face when
     faces first appear, then followed), ``index`` (the ``index``-th from the left, 1-based, in the
     first frame where that many faces are found), ``reference`` (the face that looks most like
-    the face in the image ``reference``) or ``all``."""
+    the face in the image ``reference``, if any looks like it) or ``all``. Only faces count (a
+    detection seen CONFIRM_HITS times), never a tentative one; a face number or a reference
+    that no face matches in the whole target is an error (:meth:`FaceTrack._check_choice`)."""
 
     mode: str = "largest"
     index: int = 0
@@ -411,11 +418,16 @@ class FaceTrack:
                  choice: FaceChoice = FaceChoice(), reference: Optional[np.ndarray] = None,
                  detect_every: int = 1):
         self.detector = detector
+        self.window = max(0, int(window))
+        # The frames the detector skips are held back until its next run (the look-back), so
+        # that where the faces change it can look at every one of them (_backfill): the frames
+        # held are the smoothing's look-ahead or the skipped frames, whichever is more (11 at 60
+        # frames a second, where it runs on every 12th).
         self.detect_every = max(1, int(detect_every))
+        self._hold = max(self.window, self.detect_every - 1)
         self.detector_calls = 0  # frames the detector ran on
         self._countdown = 0  # frames until the detector runs again
         self.margin = margin
-        self.window = max(0, int(window))
         self.max_gap = int(max_gap)
         self.choice = parse_face(choice)
         if self.choice.mode == "reference" and reference is None:
@@ -431,6 +443,8 @@ class FaceTrack:
         self._keys = 0
         self._ids = 0
         self._selected: Optional[int] = None
+        self._latest: dict = {}  # the last run's detections by track key
+        self._most = 0  # the most confirmed faces found by one run of the detector
         self._emitted: dict[int, int] = {}  # track key -> frames given out with a box
 
     # Detection side ------------------------------------------------------------------
@@ -450,13 +464,18 @@ class FaceTrack:
                 self._countdown = 1 if self._look_again() else self.detect_every
             self._countdown -= 1
             self._ahead.append(entry)
-            if len(self._ahead) > self.window:
+            if len(self._ahead) > self._hold:
                 yield self._emit()
         # At the end, a track seen every time the detector ran since it appeared counts as a
         # face however short (a still image has one frame).
+        latest = dict(self._latest)
         for tr in list(self._tracks.values()):
             if not tr.confirmed and tr.hits == self._run - tr.first_run + 1:
-                self._confirm(tr)
+                kept = self._confirm(tr)
+                if tr.key in latest:
+                    latest[kept] = latest.pop(tr.key)
+        self._choose(latest)
+        self._check_choice()
         while self._ahead:
             yield self._emit()
 
@@ -469,6 +488,7 @@ class FaceTrack:
             if self.whole_frame is None:
                 self.whole_frame = _is_face_crop(face_to_box(max(found, key=_area), self.margin), image.shape)
         faces = self._associate(t, found, image) if found and not self.whole_frame else {}
+        self._latest = faces
         self._choose(faces)
         entry[2], entry[3] = {k: face_to_box(f, self.margin) for k, f in faces.items()}, True
 
@@ -619,14 +639,41 @@ class FaceTrack:
             self._selected = None
 
     def _choose(self, faces: dict) -> None:
-        """``largest`` and ``N`` pick their track when faces first appear (again, should the
-        one picked turn out to be a false detection)."""
-        if self._selected is not None or not faces or self.choice.mode not in ("largest", "index"):
+        """``largest`` and ``N`` pick their track among the faces of this run that are confirmed
+        (a tentative track, a one-off false detection most often, is never picked), the first
+        time there are any (for ``N``: at least N). A face confirmed within the look-ahead of
+        its first detection gets its box from that first frame on (the frames not yet given out
+        are smoothed with its detections); frames given out before are passed through."""
+        confirmed = {k: f for k, f in faces.items() if k in self._tracks and self._tracks[k].confirmed}
+        self._most = max(self._most, len(confirmed))
+        if self._selected is not None or not confirmed or self.choice.mode not in ("largest", "index"):
             return
         if self.choice.mode == "largest":
-            self._selected = max(faces, key=lambda k: _area(faces[k]))
-        elif len(faces) >= self.choice.index:
-            self._selected = sorted(faces, key=lambda k: _centre(faces[k])[0])[self.choice.index - 1]
+            self._selected = max(confirmed, key=lambda k: _area(confirmed[k]))
+        elif len(confirmed) >= self.choice.index:
+            self._selected = sorted(confirmed, key=lambda k: _centre(confirmed[k])[0])[self.choice.index - 1]
+
+    def _check_choice(self) -> None:
+        """At the end: a face number that no frame showed, or a reference face that no face
+        looked like, is an error (raised before the last frames are given out, so a command
+        writes nothing)."""
+        if self.choice.mode == "reference" and not self.whole_frame and self._reference_pick() is None \
+                and not any(self._emitted.values()):
+            scores = [tr.reference / tr.scored for tr in self._tracks.values() if tr.confirmed and tr.scored]
+            closest = f"the closest scores {max(scores):.2f}" if scores else "no face was found"
+            raise CopartError(f"No face in these frames looks like the face in {self.choice.reference} "
+                              f"({closest}; the same person scores {REFERENCE_SIMILARITY} or more); "
+                              f"nothing was written.")
+        if self.choice.mode != "index":
+            return
+        most = (1 if self.detections else 0) if self.whole_frame else self._most
+        if (self.whole_frame and self.choice.index > most) or (not self.whole_frame and self._selected is None):
+            n = self.choice.index
+            seen = "no face" if not most else f"{most} face{'s' if most != 1 else ''}" if self._t == 0 else \
+                f"at most {most} at once"
+            where = f"where {n} faces are seen at once" if n > 1 else "where a face is seen"
+            raise CopartError(f"There is no face {n} to follow: --face {n} is the {_ordinal(n)} face from the left "
+                              f"{where}, and copart found {seen}; nothing was written.")
 
     # Emission side -------------------------------------------------------------------
     def _emit(self):
@@ -638,7 +685,7 @@ class FaceTrack:
             return frame, ({1: box} if box is not None else None) if self.choice.several else box
         boxes = {}
         for key, smoother in self._smoothers.items():
-            box = smoother.step(raw.get(key), [b.get(key) for _, _, b, _ in self._ahead], ran)
+            box = smoother.step(raw.get(key), [b.get(key) for _, _, b, _ in islice(self._ahead, self.window)], ran)
             if box is not None:
                 boxes[key] = box
         self._occlusions(boxes)
@@ -676,9 +723,12 @@ class FaceTrack:
                     del boxes[key]
 
     def _reference_pick(self) -> Optional[int]:
-        """The track that looks most like the reference face so far (a short track's mean is
-        shrunk towards 0, so a few lucky detections do not win)."""
-        scored = [tr for tr in self._tracks.values() if tr.scored]
+        """The confirmed track that looks most like the reference face so far (a short track's
+        mean is shrunk towards 0, so a few lucky detections do not win), among those that look
+        like it at all (their mean similarity at least REFERENCE_SIMILARITY): another person,
+        alone in view, is not taken for the one in the picture."""
+        scored = [tr for tr in self._tracks.values()
+                  if tr.confirmed and tr.scored and tr.reference / tr.scored >= REFERENCE_SIMILARITY]
         if not scored:
             return None
         return max(scored, key=lambda tr: tr.reference / (tr.scored + 2)).key
@@ -701,6 +751,10 @@ def _overlap(a: Box, b: Box) -> float:
     bx0, by0, bx1, by1 = b.bounds()
     inter = max(0, min(ax1, bx1) - max(ax0, bx0)) * max(0, min(ay1, by1) - max(ay0, by0))
     return inter / max(1, min((ax1 - ax0) ** 2, (bx1 - bx0) ** 2))
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
 
 def _area(face) -> float:
@@ -846,5 +900,6 @@ def make_track(kind: str, device: str, margin: float, fps, notices: list, face="
 
 def detect_every_for(fps) -> int:
     """Every how many frames the detector runs at ``fps`` frames a second (DETECTIONS_PER_SECOND
-    times a second: every 5th frame at 25, 6th at 30, 12th at 60; every frame at 5 or fewer)."""
+    times a second: every 5th frame at 25, 6th at 30, 12th at 60; every frame at 5 or fewer).
+    :class:`FaceTrack` holds back the frames it skips until its next run."""
     return max(1, round(float(fps or 25) / DETECTIONS_PER_SECOND))
