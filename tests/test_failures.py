@@ -279,7 +279,8 @@ def test_a_training_run_that_cannot_start_leaves_no_folder(tmp_path, capsys, mon
     code, err = _main(capsys, "train", *BASE, "--workers", "0", "--data", clips, "--out", run, "--steps", "1",
                       "--loss", "perceptual")
     text = _one_sentence(err)
-    assert code == 2 and "VGG-19" in text and "downloads are off" in text and "--loss pixel" in text, text
+    assert code == 2 and "VGG-19" in text and "COPART_OFFLINE=1 forbids downloading it" in text, text
+    assert "copart models pull vgg19" in text and "--loss pixel" in text, text
     assert "could not be downloaded" not in text
     assert not run.exists()
 
