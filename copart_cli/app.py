@@ -38,6 +38,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Optional[bool] = typer.Option(
         None, "--version", callback=_version, is_eager=True, help="Print copart's version and exit."
     ),
@@ -46,7 +47,11 @@ def _root(
 ) -> None:
     """Part-level video editing with Motion-supervised Co-Part Segmentation."""
     if offline:  # main() takes --offline out of the arguments; this is for app() called directly
+        from copart import hub
+
+        saved = os.environ.get("COPART_OFFLINE"), hub.OFFLINE_FLAG
         _go_offline()
+        ctx.call_on_close(lambda: _restore_offline(*saved))
 
 
 def _go_offline() -> None:
@@ -54,6 +59,17 @@ def _go_offline() -> None:
 
     os.environ["COPART_OFFLINE"] = "1"  # for any process this one starts
     hub.OFFLINE_FLAG = True  # so that messages say --offline, what the user typed
+
+
+def _restore_offline(env: Optional[str], flag: bool) -> None:
+    """As it was before this command (for a caller that runs several in one process)."""
+    from copart import hub
+
+    if env is None:
+        os.environ.pop("COPART_OFFLINE", None)
+    else:
+        os.environ["COPART_OFFLINE"] = env
+    hub.OFFLINE_FLAG = flag
 
 
 def _take_offline(args: list[str]) -> tuple[list[str], bool]:
@@ -142,11 +158,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     try:
         _run(args)
     finally:  # as it was (for a caller that runs main() more than once in one process)
-        if saved[0] is None:
-            os.environ.pop("COPART_OFFLINE", None)
-        else:
-            os.environ["COPART_OFFLINE"] = saved[0]
-        hub.OFFLINE_FLAG, hub.DEFAULT_DOWNLOADS = saved[1], saved[2]
+        _restore_offline(saved[0], saved[1])
+        hub.DEFAULT_DOWNLOADS = saved[2]
 
 
 def _run(args: list[str]) -> None:

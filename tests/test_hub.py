@@ -4,6 +4,7 @@ Drive emulated by replacing gdown's two functions. Nothing here leaves the machi
 
 import hashlib
 import json
+import os
 import shutil
 import socket
 import threading
@@ -715,7 +716,6 @@ for i in range(int(sys.argv[2])):
 
 
 def test_concurrent_pulls_lose_no_record_of_the_lock_file(tmp_path):
-    import os
     import subprocess
     import sys
 
@@ -981,3 +981,14 @@ def test_the_model_core_never_downloads_nor_reads_copart_offline():
              ("COPART_OFFLINE", "download_url_to_file", "load_state_dict_from_url", "urllib", "urlopen", "requests",
               "gdown", "socket") if word in path.read_text()]
     assert found == []
+
+
+def test_the_offline_flag_of_app_called_directly_ends_with_the_command(home):
+    """typer's runner calls the app itself (not main): --offline holds for that command only."""
+    from typer.testing import CliRunner
+
+    from copart.app import app
+
+    result = CliRunner().invoke(app, ["--offline", "models", "pull", "vox-10segments"])
+    assert result.exit_code != 0 and "--offline forbids downloading it" in str(result.exception)
+    assert hub.OFFLINE_FLAG is False and "COPART_OFFLINE" not in os.environ  # the home fixture unset it
