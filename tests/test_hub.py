@@ -419,7 +419,7 @@ def test_cut_transfer_resumes_with_range(home, server, copart, vox, monkeypatch)
 
 
 @pytest.mark.parametrize("how", ["404", "connection-refused"])
-def test_every_source_failing_gives_one_sentence(home, server, copart, monkeypatch, how):
+def test_every_source_failing_is_said_in_a_few_short_lines(home, server, copart, monkeypatch, how):
     if how == "404":
         url = mirror_env(monkeypatch, server)  # serves no file
         reason = f"{url}/{VOX} answered 404"
