@@ -38,14 +38,46 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Optional[bool] = typer.Option(
         None, "--version", callback=_version, is_eager=True, help="Print copart's version and exit."
     ),
-    offline: bool = typer.Option(False, "--offline", help="Never touch the network (the same as COPART_OFFLINE=1)."),
+    offline: bool = typer.Option(False, "--offline", help="Never touch the network (the same as COPART_OFFLINE=1); "
+                                 "accepted anywhere on the command line."),
 ) -> None:
     """Part-level video editing with Motion-supervised Co-Part Segmentation."""
-    if offline:
-        os.environ["COPART_OFFLINE"] = "1"
+    if offline:  # main() takes --offline out of the arguments; this is for app() called directly
+        from copart import hub
+
+        saved = os.environ.get("COPART_OFFLINE"), hub.OFFLINE_FLAG
+        _go_offline()
+        ctx.call_on_close(lambda: _restore_offline(*saved))
+
+
+def _go_offline() -> None:
+    from copart import hub
+
+    os.environ["COPART_OFFLINE"] = "1"  # for any process this one starts
+    hub.OFFLINE_FLAG = True  # so that messages say --offline, what the user typed
+
+
+def _restore_offline(env: Optional[str], flag: bool) -> None:
+    """As it was before this command (for a caller that runs several in one process)."""
+    from copart import hub
+
+    if env is None:
+        os.environ.pop("COPART_OFFLINE", None)
+    else:
+        os.environ["COPART_OFFLINE"] = env
+    hub.OFFLINE_FLAG = flag
+
+
+def _take_offline(args: list[str]) -> tuple[list[str], bool]:
+    """``--offline`` wherever it is given (before the subcommand, after it, among its
+    arguments; not after ``--``): the arguments without it, and whether it was there."""
+    end = args.index("--") if "--" in args else len(args)
+    kept = [a for a in args[:end] if a != "--offline"] + args[end:]
+    return kept, len(kept) != len(args)
 
 
 class _Stopped(Exception):
@@ -115,8 +147,24 @@ def message(exc: CopartError) -> str:
 
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: user errors become one sentence on stderr and a non-zero exit."""
+    from copart import hub, ui
+
+    args, offline = _take_offline(list(sys.argv[1:] if argv is None else argv))
+    saved = os.environ.get("COPART_OFFLINE"), hub.OFFLINE_FLAG, hub.DEFAULT_DOWNLOADS
+    hub.OFFLINE_FLAG = False
+    if offline:
+        _go_offline()
+    hub.DEFAULT_DOWNLOADS = ui.downloads(ui.console())  # a model fetched deep in a command shows its bar
     try:
-        app(args=argv, prog_name="copart")
+        _run(args)
+    finally:  # as it was (for a caller that runs main() more than once in one process)
+        _restore_offline(saved[0], saved[1])
+        hub.DEFAULT_DOWNLOADS = saved[2]
+
+
+def _run(args: list[str]) -> None:
+    try:
+        app(args=args, prog_name="copart")
     except CopartError as exc:
         stderr.print(f"[bold red]Error:[/] {escape(message(exc))}", markup=True, highlight=False)
         sys.exit(exc.exit_code)

@@ -29,6 +29,23 @@ from .model import CoPartModel
 
 FORMAT_VERSION = 1
 MODULES = ("segmentation_module", "reconstruction_module")
+# torch.load(weights_only=True) can be made to run code below 2.6 (CVE-2025-32434) and below 2.10
+# (CVE-2026-24747); copart requires 2.10 (pyproject.toml) and refuses to read a checkpoint on less.
+SAFE_TORCH = (2, 10)
+
+
+def _torch_release(version: str) -> tuple[int, int]:
+    match = re.match(r"(\d+)\.(\d+)", version)
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+def check_safe_torch() -> None:
+    """One sentence when this PyTorch's ``weights_only`` loading is known to be bypassable."""
+    if _torch_release(torch.__version__) < SAFE_TORCH:
+        raise CopartError(
+            f"PyTorch {torch.__version__} is too old to load checkpoints safely: its torch.load(weights_only=True) "
+            f"can be made to run code (CVE-2025-32434, CVE-2026-24747); install torch 2.10 or newer."
+        )
 
 
 def read_checkpoint(path) -> dict:
@@ -40,6 +57,7 @@ def read_checkpoint(path) -> dict:
         raise CopartError(f"Checkpoint {path} is a folder, not a file.")
     if path.stat().st_size == 0:
         raise CopartError(f"Checkpoint {path} is empty.")
+    check_safe_torch()
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except PermissionError:
@@ -82,8 +100,9 @@ def _unreadable(path: Path, exc: Exception) -> CopartError:
 
 def _holds_objects(path: Path) -> CopartError:
     return CopartError(
-        f"{path} holds Python objects besides tensors; copart loads checkpoints with "
-        f"weights_only=True and will not run code from a file."
+        f"{path} holds Python objects besides tensors; copart loads checkpoints only with "
+        f"torch.load(weights_only=True) on PyTorch {SAFE_TORCH[0]}.{SAFE_TORCH[1]} or newer, which runs no code "
+        f"from a file, and so refuses this one."
     )
 
 

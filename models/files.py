@@ -1,5 +1,6 @@
-"""Files: writing so that nothing half-written ever appears under a final name, telling
-what a file is from its first bytes, and whether the network may be used.
+"""Files: writing so that nothing half-written ever appears under a final name, and telling
+what a file is from its first bytes. (Whether the network may be used is the application's
+business: ``copart.hub.offline``; the model core never downloads.)
 
 The one implementation of atomic writes in copart: checkpoints, videos, images, masks and
 logs all go through :func:`atomic_path`.
@@ -77,11 +78,6 @@ def atomic_path(final):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def offline() -> bool:
-    """``COPART_OFFLINE=1`` (any value but empty or 0): never touch the network."""
-    return os.environ.get("COPART_OFFLINE", "") not in ("", "0")
 
 
 # First bytes of the files people give copart (or give in place of a checkpoint).

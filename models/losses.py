@@ -4,14 +4,14 @@ pyramid reconstruction loss, and the equivariance loss."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .blocks import AntiAliasInterpolation2d, make_coordinate_grid
-from .errors import CopartError, first_line
+from .errors import CopartError
 from .motion import inverse_2x2
 from .segmentation import PartSegmentation
 
@@ -58,23 +58,15 @@ class Vgg19(nn.Module):
         return out
 
     @classmethod
-    def pretrained(cls, download: bool = True) -> "Vgg19":
-        """VGG-19 with torchvision's ImageNet weights from the hub cache (downloaded once
-        when allowed); one clear error when they cannot be had."""
-        path = vgg19_path()
-        reason = "downloads are off"
-        if not path.is_file() and download:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                torch.hub.download_url_to_file(VGG19_URL, str(path), progress=False)
-            except Exception as exc:  # noqa: BLE001 - any failure to fetch ends in the one message below
-                reason = f"the download failed: {first_line(exc)}"
-                if path.exists() and path.stat().st_size == 0:
-                    path.unlink()
+    def pretrained(cls, path=None) -> "Vgg19":
+        """VGG-19 with torchvision's ImageNet weights from ``path`` (default: :func:`vgg19_path`, in
+        PyTorch's hub cache). Nothing is downloaded here: the application fetches the file
+        (``copart models pull vgg19``); one clear error when it is not there."""
+        path = Path(path) if path is not None else vgg19_path()
         if not path.is_file():
             raise CopartError(
-                f"The perceptual loss needs VGG-19's weights, {VGG19_FILE}, which are not in {path.parent} "
-                f"({reason}): put that file (from {VGG19_URL}) there, or train with the pixel-pyramid loss "
+                f"The perceptual loss needs VGG-19's weights, {VGG19_FILE}, which are not in {path.parent}: "
+                f"put that file (from {VGG19_URL}) there, or train with the pixel-pyramid loss "
                 f"instead (train_params.loss: pixel).",
                 topic="pixel-loss",
             )
@@ -228,14 +220,22 @@ def concentration_loss(seg: PartSegmentation, eps: float = 1e-6) -> torch.Tensor
     return ((spread * mass).sum(1) / (mass.sum(1) + eps)).mean()
 
 
-def reconstruction_loss(train_params: dict, num_channels: int = 3, loss: Optional[str] = None, download: bool = True):
+# Where the perceptual loss gets VGG-19's file: a path, or a function that returns one (called only
+# when the perceptual loss is chosen; the application passes one that fetches the file).
+WeightsSource = Union[str, Path, Callable[[], Union[str, Path]], None]
+
+
+def reconstruction_loss(train_params: dict, num_channels: int = 3, loss: Optional[str] = None,
+                        vgg_weights: WeightsSource = None):
     """The reconstruction loss a configuration's ``train_params`` asks for:
-    ``loss: perceptual`` (default; VGG-19) or ``loss: pixel``."""
+    ``loss: perceptual`` (default; VGG-19 from ``vgg_weights``, default :func:`vgg19_path`) or
+    ``loss: pixel``."""
     kind = loss or train_params.get("loss", "perceptual")
     scales = train_params.get("scales", [1, 0.5, 0.25, 0.125])
     weights = train_params.get("loss_weights", {})
     if kind == "perceptual":
-        return PerceptualPyramidLoss(scales, weights.get("perceptual", [10] * 5), Vgg19.pretrained(download), num_channels)
+        path = vgg_weights() if callable(vgg_weights) else vgg_weights
+        return PerceptualPyramidLoss(scales, weights.get("perceptual", [10] * 5), Vgg19.pretrained(path), num_channels)
     if kind == "pixel":
         return PixelPyramidLoss(scales, weights.get("pixel", 10), num_channels)
     raise CopartError(f"Unknown reconstruction loss '{kind}'; choose 'perceptual' or 'pixel'.")
@@ -248,10 +248,11 @@ class Objective(nn.Module):
     weighted scalar losses and the model's outputs.
     """
 
-    def __init__(self, train_params: dict, num_channels: int = 3, loss: Optional[str] = None, download: bool = True):
+    def __init__(self, train_params: dict, num_channels: int = 3, loss: Optional[str] = None,
+                 vgg_weights: WeightsSource = None):
         super().__init__()
         self.train_params = train_params
-        self.reconstruction = reconstruction_loss(train_params, num_channels, loss, download)
+        self.reconstruction = reconstruction_loss(train_params, num_channels, loss, vgg_weights)
         self.kind = loss or train_params.get("loss", "perceptual")
         self.equivariance_weight = float(train_params.get("loss_weights", {}).get("equivariance", 10))
         self.transform_params = train_params.get("transform_params", {"sigma_affine": 0.05})

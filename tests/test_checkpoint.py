@@ -2,9 +2,11 @@
 
 import collections
 import os
+import re
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -187,15 +189,35 @@ def test_media_and_cut_files_are_told_apart_from_files_that_would_run_code(tmp_p
                                       f"download it again.",
         _half(tmp_path / "half-legacy.pth", _use_new_zipfile_serialization=False):
             f"{tmp_path / 'half-legacy.pth'} is truncated or corrupt; download it again.",
-        unsafe: f"{unsafe} holds Python objects besides tensors; copart loads checkpoints with weights_only=True "
-                f"and will not run code from a file.",
-        unsafe_legacy: f"{unsafe_legacy} holds Python objects besides tensors; copart loads checkpoints with "
-                       f"weights_only=True and will not run code from a file.",
+        unsafe: f"{unsafe} holds Python objects besides tensors; copart loads checkpoints only with "
+                f"torch.load(weights_only=True) on PyTorch 2.10 or newer, which runs no code from a file, and so "
+                f"refuses this one.",
+        unsafe_legacy: f"{unsafe_legacy} holds Python objects besides tensors; copart loads checkpoints only with "
+                       f"torch.load(weights_only=True) on PyTorch 2.10 or newer, which runs no code from a file, and "
+                       f"so refuses this one.",
     }
     for path, message in expected.items():
         with pytest.raises(CopartError) as err:
             read_checkpoint(path)
         assert str(err.value) == message
+
+
+def test_no_checkpoint_is_read_on_a_torch_whose_weights_only_is_bypassable(monkeypatch):
+    """The promise "runs no code from a file" holds only where weights_only=True does: copart requires
+    torch>=2.10 (CVE-2025-32434 below 2.6, CVE-2026-24747 below 2.10) and refuses to load on less."""
+    import tomllib
+
+    from copart.models import checkpoint
+
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]
+    assert "torch>=2.10" in project["dependencies"]
+    assert checkpoint._torch_release(torch.__version__) >= (2, 10)  # the installed build satisfies it
+    for old in ("2.5.1", "2.9.1+cpu", "2.4.0"):
+        monkeypatch.setattr(torch, "__version__", old)
+        with pytest.raises(CopartError, match=rf"PyTorch {re.escape(old)} is too old to load checkpoints safely"):
+            read_checkpoint(AUTHORS)
+    monkeypatch.setattr(torch, "__version__", "2.10.0")
+    assert "segmentation_module" in read_checkpoint(AUTHORS)
 
 
 def test_info_on_a_video_says_it_is_not_a_checkpoint(carphone):

@@ -232,19 +232,20 @@ def _imports(path: Path, name: str) -> set[str]:
 
 # Each layer, and the layers below it that it may import (imports run one way).
 LAYERS = [
-    ("copart.app", {"copart.commands", "copart.ui", "copart.models.errors", "copart"}),
+    ("copart.app", {"copart.commands", "copart.ui", "copart.hub", "copart.models.errors", "copart"}),
     ("copart.commands", {"copart.commands.options", "copart.ui", "copart.demo", "copart.editing", "copart.training",
                          "copart.evaluation", "copart.loading", "copart.hub", "copart.models"}),
     ("copart.ui", set()),
     ("copart.demo", {"copart.editing", "copart.training", "copart.evaluation", "copart.loading", "copart.media",
                      "copart.models"}),
     ("copart.editing", {"copart.editing", "copart.inference", "copart.loading", "copart.media", "copart.models"}),
-    ("copart.evaluation", {"copart.evaluation", "copart.inference", "copart.loading", "copart.media", "copart.models"}),
-    ("copart.training", {"copart.training", "copart.presets", "copart.media", "copart.models", "copart"}),
+    ("copart.evaluation", {"copart.evaluation", "copart.inference", "copart.loading", "copart.media", "copart.hub",
+                           "copart.models"}),
+    ("copart.training", {"copart.training", "copart.presets", "copart.media", "copart.hub", "copart.models", "copart"}),
     ("copart.loading", {"copart.hub", "copart.presets", "copart.models", "copart"}),
     ("copart.hub", {"copart.presets", "copart.models", "copart"}),
     ("copart.inference", {"copart.models"}),
-    ("copart.media", {"copart.media", "copart.models"}),
+    ("copart.media", {"copart.media", "copart.hub", "copart.models"}),  # the hub: every download (S3FD's too)
     ("copart.presets", {"copart.models.errors"}),
     ("copart.models", {"copart.models"}),
 ]

@@ -165,7 +165,7 @@ def test_images_without_landmarks_get_face_alignment_on_a_real_device(tmp_path, 
     devices = []
 
     class Aligner:
-        def __init__(self, kind, device, flip_input):
+        def __init__(self, kind, device, flip_input, face_detector_kwargs):
             devices.append(device)
 
         def get_landmarks_from_image(self, image):
@@ -173,8 +173,13 @@ def test_images_without_landmarks_get_face_alignment_on_a_real_device(tmp_path, 
 
     fake = types.SimpleNamespace(FaceAlignment=Aligner, LandmarksType=types.SimpleNamespace(TWO_D=1))
     monkeypatch.setitem(sys.modules, "face_alignment", fake)
-    # The stand-in needs no weights: the online path is tested (conftest's socket guard still holds).
+    # The stand-in needs no weights: the online path is tested (conftest's socket guard still holds);
+    # copart's hub finds face-alignment's two files already in the (temporary) hub cache.
     monkeypatch.delenv("COPART_OFFLINE")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    (tmp_path / "torch" / "hub" / "checkpoints").mkdir(parents=True)
+    for name in ("s3fd-619a316812.pth", "2DFAN4-11f355bf06.pth.tar"):
+        (tmp_path / "torch" / "hub" / "checkpoints" / name).write_bytes(b"stand-in")
     args = ["eval", str(root), "--checkpoint", str(fixture_checkpoint), "--metric", "mae", "--json"]
     result = runner.invoke(app, args)  # --device auto
     assert result.exit_code == 0, result.output

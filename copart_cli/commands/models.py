@@ -7,6 +7,7 @@ from typing import List
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from copart import ui
@@ -16,16 +17,18 @@ EPILOG = (
     "Examples:\n\n"
     "  copart models list\n\n"
     "  copart models pull vox-10segments s3fd\n\n"
+    "  copart models pull vox-5segments s3fd vgg19 2dfan4   (what swap, train and eval use: then work offline)\n\n"
     "  copart models verify\n\n"
     "  copart models path vox-cpk\n\n"
     "Sources, in order: $COPART_MIRROR (URL/FILE, URL/FILE.sha256), the authors' Yandex Disk, their Google\n"
-    "Drive; COPART_OFFLINE=1 never touches the network."
+    "Drive, a file's own URL; COPART_OFFLINE=1 or --offline never touches the network."
 )
 
 app = typer.Typer(help=HELP, epilog=EPILOG, no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
 
 
-@app.command("list", help="Every model copart knows: name, K, what it is for, size, cached, verified.")
+@app.command("list", help="Every model copart knows: name, K, what it is for, size, cached, and what it was "
+                          "verified against.")
 def list_models(as_json: bool = typer.Option(False, "--json", help="Print the list as JSON.")) -> None:
     from copart import hub
 
@@ -35,32 +38,47 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print the li
         cached = hub.is_cached(e)
         size = e.path.stat().st_size if cached else (record or {}).get("size") or e.approx_size
         rows.append({"name": e.name, "k": e.k, "purpose": e.purpose, "file": e.file, "size": size,
-                     "cached": cached, "verified": bool(cached and record), "path": str(e.path)})
+                     "cached": cached, "verified_against": hub.verified_against(e) if cached else None,
+                     "path": str(e.path)})
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     table = Table(title=f"copart models (cache {hub.home()})", title_justify="left")
-    for column in ("name", "K", "for", "size", "cached", "verified"):
+    for column in ("name", "K", "for", "size", "cached", "verified against"):
         table.add_column(column)
     for row in rows:
         table.add_row(row["name"], str(row["k"] or ""), row["purpose"], hub.human_size(row["size"]),
-                      "yes" if row["cached"] else "no", "yes" if row["verified"] else "no")
+                      "yes" if row["cached"] else "no", row["verified_against"] or "")
     Console(highlight=False).print(table)
 
 
-@app.command("pull", help="Fetch models into the cache (verified); nothing to do for those already there.")
+@app.command("pull", help="Fetch models into the cache (verified); nothing to do for those already there. "
+                          "Every name is tried; the command fails if any could not be fetched.")
 def pull(names: List[str] = typer.Argument(..., help="Model names (copart models list)."),
          force: bool = typer.Option(False, "--force", help="Fetch again even when cached.")) -> None:
     from copart import hub
+    from copart.models.errors import CopartError
 
     console = ui.console()
+    failed = []
     for name in names:
-        e = hub.entry(name)
-        if hub.is_cached(e) and not force:
-            typer.echo(f"{e.name}: already in {e.path}")
+        try:
+            e = hub.entry(name)
+            if hub.is_cached(e) and not force:
+                typer.echo(f"{e.name}: already in {e.path}")
+                continue
+            path = hub.pull(e, ui.downloads(console), force=force)
+        except CopartError as exc:  # said now (or, for one name, as the error); the next name is tried
+            if len(names) == 1:
+                raise
+            console.print(f"[bold red]Failed:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            failed.append(name)
             continue
-        path = hub.pull(e, ui.downloads(console), force=force)
-        typer.echo(f"{e.name}: verified -> {path}")
+        typer.echo(f"{e.name}: fetched and verified against {hub.verified_against(e)} -> {path}")
+    if failed:
+        done = len(names) - len(failed)
+        raise CopartError(f"{len(failed)} of {len(names)} models could not be fetched ({', '.join(failed)}; each "
+                          f"said why above)" + (f"; the other {done} are in the cache." if done else "."))
 
 
 @app.command("verify", help="Re-check cached models against the checksums recorded when they were fetched.")
@@ -70,8 +88,9 @@ def verify(names: List[str] = typer.Argument(None, help="Model names (default: e
 
     entries = [hub.entry(n) for n in names] if names else [e for e in hub.catalog().values() if hub.is_cached(e)]
     if not entries:
-        typer.echo(f"No models in the cache ({hub.home()}).")
-        return
+        raise CopartError(f"Nothing to verify: no model is installed in the cache ({hub.home()}, and PyTorch's hub "
+                          f"cache for face-alignment's and VGG-19's files); fetch some with copart models pull "
+                          f"NAME... (copart models list names them).")
     failed = []
     for e in entries:
         try:

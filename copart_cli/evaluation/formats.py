@@ -13,16 +13,16 @@
 from __future__ import annotations
 
 import csv
+import urllib.parse
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from copart.media.faces import s3fd_folder
+from copart import hub
 from copart.media.read import is_image, natural_key, read_image
 from copart.media.write import atomic_path
 from copart.models.errors import CopartError, first_line
-from copart.models.files import offline
 
 
 def images_of(folder: Path) -> list[Path]:
@@ -119,6 +119,35 @@ def read_masks(folder: Path, names: list[str]) -> np.ndarray:
     return masks
 
 
+def _face_alignment_weights() -> dict:
+    """face-alignment's 2DFAN4 and S3FD files, fetched through copart's hub (checked, recorded,
+    with a progress bar) into PyTorch's hub cache, where face-alignment finds 2DFAN4 by the name
+    in its own URL (checked here to be the catalog's) and S3FD by the path copart gives it."""
+    try:
+        import face_alignment.api as api
+
+        wanted = Path(urllib.parse.urlsplit(api.models_urls["2DFAN-4"]).path).name
+    except Exception:  # noqa: BLE001 - not installed or another layout: the load below says so
+        wanted = None
+    fan = hub.entry("2dfan4")
+    if wanted is not None and wanted != fan.file:
+        raise CopartError(
+            f"The installed face-alignment loads its landmark model from {wanted}, which copart's catalog does not "
+            f"know (it knows {fan.file}); install face-alignment 1.5 or newer (pip install 'face-alignment>=1.5'), "
+            f"or give landmarks as ROOT/<split>_landmarks.npz or .csv."
+        )
+    out = {}
+    for name in ("2dfan4", "s3fd"):
+        try:
+            out[name] = hub.pull(hub.entry(name))
+        except CopartError as exc:
+            text = str(exc).rstrip(".")
+            raise CopartError(f"These images have no landmark file, so face-alignment is to find them: "
+                              f"{text[:1].lower()}{text[1:]}; or give landmarks as ROOT/<split>_landmarks.npz "
+                              f"or .csv.") from None
+    return out
+
+
 def face_alignment_landmarks(files: list[Path], cache: Path, device: str) -> np.ndarray:
     """68 2-D landmarks per image from face-alignment (as the paper's data), cached in ``cache``."""
     names = [f.name for f in files]
@@ -126,20 +155,13 @@ def face_alignment_landmarks(files: list[Path], cache: Path, device: str) -> np.
         table = _from_npz(cache)
         if all(n in table for n in names):
             return np.stack([table[n] for n in names])
-    if offline():
-        folder = s3fd_folder()
-        missing = [name for name, pattern in (("2DFAN4", "2DFAN4*"), ("S3FD", "s3fd*")) if not any(folder.glob(pattern))]
-        if missing:
-            raise CopartError(
-                f"These images have no landmark file, and with COPART_OFFLINE=1 face-alignment's {' and '.join(missing)} "
-                f"weights cannot be fetched into {folder}; put them there, or give landmarks as "
-                f"ROOT/<split>_landmarks.npz or .csv."
-            )
+    weights = _face_alignment_weights()
     try:
         import face_alignment
 
-        aligner = face_alignment.FaceAlignment(face_alignment.LandmarksType.TWO_D, device=device, flip_input=False)
-    except Exception as exc:  # noqa: BLE001 - no weights offline, or a broken install
+        aligner = face_alignment.FaceAlignment(face_alignment.LandmarksType.TWO_D, device=device, flip_input=False,
+                                               face_detector_kwargs={"path_to_detector": str(weights["s3fd"])})
+    except Exception as exc:  # noqa: BLE001 - a broken install, or weights that do not load
         raise CopartError(
             f"These images have no landmark file and face-alignment's landmark model could not be loaded "
             f"({type(exc).__name__}: {first_line(exc)}); give landmarks as ROOT/<split>_landmarks.npz or .csv."

@@ -24,10 +24,9 @@ import cv2
 import numpy as np
 
 from copart.models.errors import CopartError, first_line
-from copart.models.files import offline
 
+# face-alignment's detector weights: fetched and checked by copart's hub (its catalog entry "s3fd").
 S3FD_URL = "https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth"
-S3FD_HASH = "619a316812"  # torch.hub checks that the file's sha256 starts so (the name says it)
 # Face tracking: detections are averaged over TRACK_WINDOW frames either side, and a box is
 # carried for up to MAX_GAP_SECONDS where the detector misses the face.
 TRACK_WINDOW = 8
@@ -96,25 +95,25 @@ class S3FDDetector:
     name = "face-alignment S3FD"
 
     def __init__(self, device: str = "cpu", max_side: int = 640):
-        import torch
-
         try:
             from face_alignment.detection.sfd.sfd_detector import SFDDetector
         except Exception as exc:  # noqa: BLE001 - a broken install is said, not raised
             raise DetectorUnavailable(f"face-alignment cannot be imported ({first_line(exc)})") from None
-        folder = s3fd_folder()
-        cached = folder / Path(S3FD_URL).name
-        if not cached.is_file():
-            if offline():
-                raise DetectorUnavailable(f"COPART_OFFLINE=1 and face-alignment's detector weights are not in "
-                                          f"{folder} (put {cached.name} from {S3FD_URL} there)")
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-                torch.hub.download_url_to_file(S3FD_URL, str(cached), hash_prefix=S3FD_HASH, progress=False)
-            except Exception as exc:  # noqa: BLE001 - any failure to fetch is said once
-                cached.unlink(missing_ok=True)
-                raise DetectorUnavailable(f"face-alignment's detector weights could not be downloaded from "
-                                          f"{S3FD_URL} ({first_line(exc)}; put {cached.name} in {folder})") from None
+        from copart import hub  # the one place downloads happen: catalog checks, lock file, progress
+
+        known = hub.entry("s3fd")
+        try:
+            cached = hub.pull(known)
+        except hub.NotCached:
+            raise DetectorUnavailable(f"{hub.offline_by()} and face-alignment's detector weights are not in "
+                                      f"{known.directory} (put {known.file} from {known.url} there, or prepare the "
+                                      f"machine with copart models pull s3fd)") from None
+        except hub.FetchFailed as exc:
+            raise DetectorUnavailable(f"face-alignment's detector weights could not be fetched into {known.directory} "
+                                      f"({'; '.join(exc.reasons)}; copart models pull s3fd tries again)") from None
+        except CopartError as exc:  # the cache folder cannot be written
+            raise DetectorUnavailable(f"face-alignment's detector weights could not be fetched "
+                                      f"({str(exc).rstrip('.')})") from None
         try:
             self.detector = SFDDetector(device=device, path_to_detector=str(cached))
         except Exception as exc:  # noqa: BLE001

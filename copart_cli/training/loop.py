@@ -31,7 +31,7 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader
 
-from copart import presets
+from copart import hub, presets
 from copart.media import render
 from copart.media.write import atomic_path, write_atomic_text, write_image
 from copart.models.checkpoint import (
@@ -42,7 +42,7 @@ from copart.models.checkpoint import (
 )
 from copart.models.config import ModelConfig, apply_variant
 from copart.models.errors import CopartError, Interrupted
-from copart.models.files import check_creatable, offline
+from copart.models.files import check_creatable
 from copart.models.losses import Objective
 from copart.models.model import CoPartModel
 
@@ -353,7 +353,7 @@ def train(
     model = CoPartModel(model_config)
     if init is not None and not resume:
         report.notes += load_init(init, model)
-    objective = Objective(train_params, model_config.num_channels, settings.loss, download=not offline())
+    objective = Objective(train_params, model_config.num_channels, settings.loss, vgg_weights=hub.vgg19_weights)
     created = False
     if not resume and rank == 0:  # the inputs are checked: now the folder may be made
         created = _make_run_folder(out)
