@@ -205,6 +205,7 @@ class MediaReader:
             yield from self._folder_frames()
             return
         count = 0
+        reach = None  # seconds from the stream's first timestamp to the end of the last frame kept
         self.offset = None
         # --start/--end count from the stream's first timestamp (MPEG-TS starts at ~1.4 s, say).
         base = float(self.stream.start_time * self.time_base) if self.stream.start_time is not None else 0.0
@@ -233,6 +234,9 @@ class MediaReader:
                         break
                     if self.offset is None:
                         self.offset = t or 0.0
+                    if t is not None:
+                        length = float(vf.duration * vf.time_base) if vf.duration else self._period()
+                        reach = max(reach or 0.0, t - base + length)
                     pts = None if vf.pts is None else vf.pts - int(round(self.offset / vf.time_base))
                     rotation = int(round(getattr(vf, "rotation", 0) or 0))
                     image = _rotate(vf.to_ndarray(format="rgb24"), rotation)
@@ -244,11 +248,68 @@ class MediaReader:
                 if done:
                     break
         except av.error.FFmpegError as exc:
-            if count == 0:
+            if count == 0 and not self.start:
                 raise CopartError(f"{self.what} {self.path} cannot be decoded ({first_line(exc)}).") from None
-            # A damaged tail: keep what decoded.
+            # A damaged tail: what decoded is checked against what the header promises.
+        if not done and (count or self.start):
+            short = self._ended_early(count, reach if count else self.start)
+            if short is not None:
+                raise short
         if count == 0:
             raise CopartError(f"{self.what} {self.path} has no frames in the chosen range.")
+
+    def _period(self) -> float:
+        """Seconds per frame at the stream's average rate (1/25 when it has none)."""
+        return 1 / float(self.fps) if self.fps else 0.04
+
+    def _header_end(self) -> tuple[Optional[float], float]:
+        """The video's length by its header, in seconds from its first timestamp, and the
+        slack that figure needs: the stream's duration (MP4, AVI, MPEG-TS, GIF), its track's
+        DURATION tag (Matroska, WebM), or the container's when the video is all it holds (the
+        container's start may be counted in or not: FLV). (None, 0) when the header says
+        nothing."""
+        stream = self.stream
+        if stream.duration and self.time_base:
+            return float(stream.duration * self.time_base), 0.0
+        tag = (stream.metadata or {}).get("DURATION", "")
+        match = re.fullmatch(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)", tag.strip())
+        if match:
+            hours, minutes, seconds = match.groups()
+            return int(hours) * 3600 + int(minutes) * 60 + float(seconds), 0.0
+        if self.container.duration and len(self.container.streams) == 1:
+            offset = abs(self.container.start_time or 0) / av.time_base
+            return self.container.duration / av.time_base, offset
+        return None, 0.0
+
+    def _ended_early(self, count: int, reach: Optional[float]) -> Optional[CopartError]:
+        """The error for a video whose frames gave out before the range asked for, or before the
+        header's length, by more than two frames; None when they did not. It takes the frames
+        read (against the header's frame count, when the whole stream was asked for) and the
+        time they reach (against the header's length) both to say so where both are known: an
+        edit list may drop frames the count includes, a frame may be held longer than the rate
+        says, but a cut file falls short by both."""
+        if reach is None:
+            return None
+        length, slack = self._header_end()
+        tolerance = 2 * self._period() + slack + 1e-3
+        by_time = by_count = None
+        if length is not None:
+            wanted = min(length, self.end) if self.end is not None else length
+            by_time = reach < wanted - tolerance
+        total = self.stream.frames or 0
+        counted = total and not self.start and self.end is None
+        if counted:
+            by_count = count < min(total, self.max_frames or total) - 2
+        if by_time is None and by_count is None or by_time is False or by_count is False:
+            return None
+        frames = f" ({count} of its {total} frames)" if counted else ""
+        promised = f" of the {length:.2f} s its header gives" if length is not None else ""
+        keep = int(reach * 10) / 10
+        advice = f", or keep to the part that reads with --end {keep:g}" if keep > (self.start or 0) else ""
+        return CopartError(
+            f"{self.what} {self.path} ended early: it can be read only to {reach:.2f} s{frames}{promised}, so it "
+            f"looks cut short; copy or download it again{advice}."
+        )
 
     def _seek_before(self, start: float) -> bool:
         """Seek to the key frame before ``start``; False when that does not land before it."""

@@ -1,0 +1,240 @@
+"""What copart reads: a video cut short is said to be cut short (never a shorter result that
+exits 0), and a missing input is named before anything is said about the outputs."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import av
+import pytest
+
+from copart.app import main
+from copart.media.read import MediaReader, probe
+from copart.models.errors import CopartError
+
+MODEL = ["--no-crop", "--batch-size", "4"]
+
+
+def _ffmpeg(*args):
+    import imageio_ffmpeg
+
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", *map(str, args)], check=True)
+
+
+def _cut_at(path: Path, out: Path, share: float = 0.55) -> Path:
+    data = path.read_bytes()
+    out.write_bytes(data[: int(len(data) * share)])
+    return out
+
+
+def _decoded(path) -> int:
+    """How many frames PyAV decodes before the file gives out (its damaged tail ends the count)."""
+    n = 0
+    with av.open(str(path)) as c:
+        try:
+            for _ in c.decode(video=0):
+                n += 1
+        except av.error.FFmpegError:
+            pass
+    return n
+
+
+@pytest.fixture(scope="module")
+def faststart(tmp_path_factory, carphone):
+    """Carphone (120 frames, 4.00 s) as an MP4 with its index (moov) first, and that file cut at
+    55 % of its bytes: the index still lists 120 frames, about 62 of them are there."""
+    folder = tmp_path_factory.mktemp("faststart")
+    whole = folder / "whole.mp4"
+    _ffmpeg("-i", carphone, "-c", "copy", "-movflags", "+faststart", whole)
+    data = whole.read_bytes()
+    assert data.find(b"moov") < data.find(b"mdat")  # the index first
+    cut = _cut_at(whole, folder / "cut.mp4")
+    with av.open(str(cut)) as c:  # still readable, and its header still promises the whole clip
+        assert c.streams.video[0].frames == 120
+    readable = _decoded(cut)
+    assert 50 < readable < 70, readable
+    return whole, cut, readable
+
+
+def _main(capsys, *args) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as stopped:
+        main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return stopped.value.code or 0, captured.out, captured.err
+
+
+def _error(err: str) -> str:
+    """The error, as one line (the terminal may wrap it)."""
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    start = next(i for i, line in enumerate(lines) if line.startswith("Error:"))
+    return " ".join(" ".join(lines[start:]).split())
+
+
+def _ended_early(what: str, path: Path) -> str:
+    return f"Error: {what} {path} ended early: it can be read only to "
+
+
+# 16. A video cut short but still readable ---------------------------------------------------------
+
+
+def test_the_reader_says_a_cut_video_ended_early(faststart):
+    whole, cut, readable = faststart
+    with MediaReader(whole) as reader:
+        assert sum(1 for _ in reader.frames()) == 120  # the whole file: no complaint
+    with MediaReader(cut, "Target") as reader:
+        with pytest.raises(CopartError) as err:
+            for _ in reader.frames():
+                pass
+    text = str(err.value)
+    assert text.startswith(f"Target {cut} ended early: it can be read only to "), text
+    assert f"({readable} of its 120 frames)" in text and "of the 4.00 s its header gives" in text, text
+    assert text.endswith(", so it looks cut short; copy or download it again, or keep to the part that reads "
+                         "with --end 2."), text  # the last frame that reads ends at 2.07 s
+
+
+@pytest.mark.parametrize("limit", [{"max_frames": 30}, {"end": 1.0}, {"start": 0.5, "end": 1.5}])
+def test_a_range_inside_the_readable_part_reads_without_complaint(faststart, limit):
+    _, cut, _ = faststart
+    with MediaReader(cut, **limit) as reader:
+        assert sum(1 for _ in reader.frames()) == 30
+
+
+@pytest.mark.parametrize("limit", [{"max_frames": 100}, {"end": 3.5}, {"start": 1.0}, {"start": 3.0}])
+def test_a_range_that_reaches_past_the_cut_is_an_error(faststart, limit):
+    _, cut, _ = faststart
+    with MediaReader(cut, **limit) as reader:
+        with pytest.raises(CopartError, match="ended early"):
+            for _ in reader.frames():
+                pass
+
+
+def test_files_that_are_whole_are_not_taken_for_cut(tmp_path, carphone, bigbuckbunny):
+    """Timing that a cut file would show but a whole one may have: an edit list that starts
+    between key frames (fewer frames decode than the index lists), a last frame held long
+    (variable frame rate), a transport stream starting at 1.4 s, Matroska with its durations in
+    tags, and a GIF."""
+    cases = {
+        "edit-list.mp4": ["-ss", "1.1", "-i", bigbuckbunny, "-c", "copy"],
+        "held.mp4": ["-i", carphone, "-vf", "setpts='if(lt(N,119),PTS,PTS+2/TB)'", "-fps_mode", "vfr",
+                     "-c:v", "libx264"],
+        "late.ts": ["-i", bigbuckbunny, "-c", "copy"],
+        "clip.mkv": ["-i", bigbuckbunny, "-c", "copy"],
+        "clip.gif": ["-i", carphone, "-frames:v", "20"],
+    }
+    for name, args in cases.items():
+        _ffmpeg(*args, tmp_path / name)
+        with MediaReader(tmp_path / name) as reader:
+            assert sum(1 for _ in reader.frames()) == probe(tmp_path / name)["frames"], name
+    with av.open(str(tmp_path / "edit-list.mp4")) as c:
+        assert c.streams.video[0].frames > _decoded(tmp_path / "edit-list.mp4")  # the count alone would be wrong
+
+
+def test_a_cut_matroska_file_is_said_to_be_cut(tmp_path, bigbuckbunny):
+    """Matroska keeps each track's duration in a tag, which a cut file keeps."""
+    _ffmpeg("-i", bigbuckbunny, "-c", "copy", tmp_path / "whole.mkv")
+    cut = _cut_at(tmp_path / "whole.mkv", tmp_path / "cut.mkv")
+    with MediaReader(cut) as reader:
+        with pytest.raises(CopartError, match=r"ended early: it can be read only to 2\.\d\d s of the 5\.28 s"):
+            for _ in reader.frames():
+                pass
+
+
+def test_swap_of_a_cut_video_fails_and_writes_nothing(tmp_path, capsys, faststart, astronaut, fixture_checkpoint):
+    _, cut, readable = faststart
+    target = shutil.copy(cut, tmp_path / "cut.mp4")
+    code, out, err = _main(capsys, "swap", "--checkpoint", fixture_checkpoint, "--parts", "2", *MODEL, target,
+                           astronaut)
+    assert code == 2, out + err
+    text = _error(err)
+    assert text.startswith(_ended_early("Target", target)) and f"({readable} of its 120 frames)" in text, text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.mp4"]  # no output, no temporary file
+
+    # A range inside the part that reads is what the user asked for: it is swapped.
+    code, out, err = _main(capsys, "swap", "--checkpoint", fixture_checkpoint, "--parts", "2", *MODEL,
+                           "--max-frames", "20", target, astronaut, "-o", tmp_path / "first.mp4")
+    assert code == 0, err
+    assert probe(tmp_path / "first.mp4")["frames"] == 20
+    code, out, err = _main(capsys, "swap", "--checkpoint", fixture_checkpoint, "--parts", "2", *MODEL,
+                           "--start", "0.5", "--end", "1.5", target, astronaut, "-o", tmp_path / "range.mp4")
+    assert code == 0, err
+    assert probe(tmp_path / "range.mp4")["frames"] == 30
+
+
+def test_swap_of_big_buck_bunny_cut_short(tmp_path, capsys, bigbuckbunny, astronaut, fixture_checkpoint):
+    """The issue's case: Big Buck Bunny (132 frames, with sound), index first, cut at 55 %."""
+    whole = tmp_path / "bbb.mp4"
+    _ffmpeg("-i", bigbuckbunny, "-c", "copy", "-movflags", "+faststart", whole)
+    cut = _cut_at(whole, tmp_path / "cut.mp4")
+    whole.unlink()
+    code, out, err = _main(capsys, "swap", "--checkpoint", fixture_checkpoint, "--parts", "2", *MODEL, cut,
+                           astronaut)
+    assert code == 2, out + err
+    text = _error(err)
+    assert text.startswith(_ended_early("Target", cut)) and "of its 132 frames" in text, text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.mp4"]
+
+
+def test_segment_of_a_cut_video_fails_and_writes_nothing(tmp_path, capsys, faststart, fixture_checkpoint):
+    _, cut, _ = faststart
+    target = shutil.copy(cut, tmp_path / "cut.mp4")
+    code, out, err = _main(capsys, "segment", "--checkpoint", fixture_checkpoint, *MODEL, target,
+                           "--masks", tmp_path / "m.npz", "--png-dir", tmp_path / "labels")
+    assert code == 2, out + err
+    assert _error(err).startswith(_ended_early("Input", target)), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.mp4"]
+    code, out, err = _main(capsys, "segment", "--checkpoint", fixture_checkpoint, *MODEL, "--end", "1", target)
+    assert code == 0, err
+    assert probe(tmp_path / "cut.parts.mp4")["frames"] == 30
+
+
+# 18. Inputs are checked before outputs ------------------------------------------------------------
+
+
+@pytest.fixture
+def clip(tmp_path, carphone):
+    """A short clip in a folder of its own, with the outputs of an earlier run beside it."""
+    target = tmp_path / "clip.mp4"
+    _ffmpeg("-i", carphone, "-frames:v", "4", target)
+    for name in ("clip.swap.mp4", "clip.parts.mp4", "clip.legend.png"):
+        (tmp_path / name).write_bytes(b"an earlier output")
+    return target
+
+
+@pytest.mark.parametrize("missing", ["source", "checkpoint", "preset", "face"])
+def test_swap_names_a_missing_input_before_an_existing_output(tmp_path, capsys, clip, astronaut, fixture_checkpoint,
+                                                              missing):
+    gone = tmp_path / {"source": "face.png", "checkpoint": "model.pth", "preset": "model.yaml",
+                       "face": "who.png"}[missing]
+    source = gone if missing == "source" else astronaut
+    model = ["--checkpoint", gone if missing == "checkpoint" else fixture_checkpoint]
+    if missing == "preset":
+        model += ["--preset", gone]
+    extra = ["--face", gone] if missing == "face" else ["--no-crop"]
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    code, out, err = _main(capsys, "swap", *model, "--parts", "2", *extra, clip, source)
+    assert code == 2, out + err
+    text = _error(err)
+    assert "already exists" not in text and str(gone) in text, text
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+@pytest.mark.parametrize("missing", ["checkpoint", "preset", "face"])
+def test_segment_names_a_missing_input_before_an_existing_output(tmp_path, capsys, clip, fixture_checkpoint, missing):
+    gone = tmp_path / {"checkpoint": "model.pth", "preset": "model.yaml", "face": "who.png"}[missing]
+    model = ["--checkpoint", gone if missing == "checkpoint" else fixture_checkpoint]
+    if missing == "preset":
+        model += ["--preset", gone]
+    extra = ["--face", gone] if missing == "face" else ["--no-crop"]
+    code, out, err = _main(capsys, "segment", *model, *extra, clip)
+    assert code == 2, out + err
+    text = _error(err)
+    assert "already exists" not in text and str(gone) in text, text
+
+
+def test_the_messages_for_a_missing_source_and_checkpoint(tmp_path, capsys, clip, fixture_checkpoint):
+    code, _, err = _main(capsys, "swap", "--checkpoint", fixture_checkpoint, "--parts", "2", "--no-crop", clip,
+                         tmp_path / "face.png")
+    assert (code, _error(err)) == (2, f"Error: Source {tmp_path / 'face.png'} does not exist.")
+    code, _, err = _main(capsys, "segment", "--checkpoint", tmp_path / "model.pth", "--no-crop", clip)
+    assert (code, _error(err)) == (2, f"Error: Checkpoint {tmp_path / 'model.pth'} does not exist.")
