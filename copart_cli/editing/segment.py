@@ -226,6 +226,7 @@ def segment(
     extra: list = []
     written: list[Path] = []
     try:
+        model.check_files()  # every input before the outputs
         out_path, legend_path = _outputs_for(target, output, reader.still)
         if out_path.suffix.lower() not in (read.IMAGE_SUFFIXES if reader.still else {".mp4", ".m4v", ".mov"}):
             raise CopartError(f"Output {out_path} must be {'an image' if reader.still else 'an MP4 video'}.")

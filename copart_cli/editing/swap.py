@@ -94,8 +94,9 @@ def swap(
     choice = parse_face(face, no_crop)
     reader = read.MediaReader(target, "Target", start=start, end=end, max_frames=max_frames)
     try:
+        source_face = source_image(source, source_frame)  # every input before the outputs
+        model.check_files()
         out_path = output_path(target, source, output, force, reader.still)
-        source_face = source_image(source, source_frame)
         device = pick_device(device)
         precision = resolve_precision(precision, device)
         batch_size = resolve_batch_size(batch_size, device)
