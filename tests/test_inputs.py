@@ -238,3 +238,22 @@ def test_the_messages_for_a_missing_source_and_checkpoint(tmp_path, capsys, clip
     assert (code, _error(err)) == (2, f"Error: Source {tmp_path / 'face.png'} does not exist.")
     code, _, err = _main(capsys, "segment", "--checkpoint", tmp_path / "model.pth", "--no-crop", clip)
     assert (code, _error(err)) == (2, f"Error: Checkpoint {tmp_path / 'model.pth'} does not exist.")
+
+
+def test_train_and_parts_name_a_missing_input_before_an_existing_output(tmp_path, capsys, fixture_checkpoint):
+    from copart.training.synthetic import generate
+
+    data = tmp_path / "data"
+    generate(data, videos=3, frames=8, size=64, test=1)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("an earlier run's folder")
+    code, _, err = _main(capsys, "train", "--preset", "cpu-64-sem-5segments", "--data", data, "--out", run,
+                         "--steps", "1", "--init", tmp_path / "start.pth")
+    assert (code, _error(err)) == (2, f"Error: Checkpoint {tmp_path / 'start.pth'} does not exist.")
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+    named = tmp_path / "named.pth"
+    named.write_bytes(b"an earlier output")
+    code, _, err = _main(capsys, "parts", tmp_path / "model.pth", "--name", "hair=1", "-o", named)
+    assert (code, _error(err)) == (2, f"Error: Checkpoint {tmp_path / 'model.pth'} does not exist.")
+    assert named.read_bytes() == b"an earlier output"
