@@ -54,7 +54,7 @@ def source_image(path: Path, frame: int):
         if frame:
             raise CopartError(f"--source-frame applies to a video source; {path} is an image.")
         return read.read_image(path, "Source")
-    with read.MediaReader(path, "Source") as reader:
+    with read.MediaReader(path, "Source", max_frames=frame + 1) as reader:  # a cut video may still hold it
         return reader.frame_at(frame)
 
 

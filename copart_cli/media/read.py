@@ -144,6 +144,11 @@ class MediaReader:
         rate = self.stream.average_rate or self.stream.guessed_rate or self.stream.base_rate
         self.fps = Fraction(rate) if rate else None
         self.estimated_frames = self._estimate_frames()
+        try:
+            self._check_tail()
+        except BaseException:
+            self.close()
+            raise
 
     def _open_folder(self, fps: float) -> None:
         """A folder of frames: its images in natural order, at ``fps``."""
@@ -257,6 +262,59 @@ class MediaReader:
                 raise short
         if count == 0:
             raise CopartError(f"{self.what} {self.path} has no frames in the chosen range.")
+
+    TAIL_PACKETS = 2000  # packets the look at a file's tail reads at most
+
+    def _check_tail(self) -> None:
+        """Before any frame is decoded: the error :meth:`frames` would raise at the end, for a
+        file whose video packets stop short of what the header promises and of the range asked
+        for (a file cut short with its index first, as ``-movflags +faststart`` writes it).
+        A seek to just before the end finds the packets there in a whole file (a few packets
+        read); only when they are missing is the file's video read through (demuxed, not
+        decoded) to see how far it goes. Says nothing when it cannot tell."""
+        length, slack = self._header_end()
+        if length is None:
+            return
+        base = float(self.stream.start_time * self.time_base) if self.stream.start_time is not None else 0.0
+        period = self._period()
+        tolerance = 2 * period + slack + 1e-3
+        wanted = min(length, self.end) if self.end is not None else length
+
+        def packets():  # (seconds from the stream's start, seconds to the end of the packet) of each whole packet
+            try:
+                for packet in self.container.demux(self.stream):
+                    t = packet.pts if packet.pts is not None else packet.dts
+                    if t is None or packet.size == 0 or packet.is_corrupt:
+                        continue
+                    span = float(packet.duration * packet.time_base) if packet.duration else period
+                    yield float(t * packet.time_base) - base, span
+            except av.error.FFmpegError:
+                return  # a damaged tail: the packets end here
+
+        try:
+            self.container.seek(int((base + max(0.0, wanted - 1.0)) / self.time_base), stream=self.stream,
+                                backward=True, any_frame=True)
+            for i, (t, span) in enumerate(packets()):
+                if t + span >= wanted - tolerance or i >= self.TAIL_PACKETS:
+                    return  # the packets are there (or the look would take too long to tell)
+            self._reopen()
+            count, reach, start = 0, None, self.start or 0.0
+            for t, span in packets():  # the packets fall short: how far does the file go?
+                if t < start - 1e-6:
+                    continue
+                if self.end is not None and t >= self.end:
+                    return  # the range asked for ends before the cut
+                count += 1
+                reach = max(reach or 0.0, t + span)
+                if self.max_frames is not None and count >= self.max_frames:
+                    return
+        except av.error.FFmpegError:
+            return
+        finally:
+            self._reopen()
+        short = self._ended_early(count, reach if count else self.start)
+        if short is not None:
+            raise short
 
     def _period(self) -> float:
         """Seconds per frame at the stream's average rate (1/25 when it has none)."""
