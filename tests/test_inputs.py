@@ -306,3 +306,21 @@ def test_train_and_parts_name_a_missing_input_before_an_existing_output(tmp_path
     code, _, err = _main(capsys, "parts", tmp_path / "model.pth", "--name", "hair=1", "-o", named)
     assert (code, _error(err)) == (2, f"Error: Checkpoint {tmp_path / 'model.pth'} does not exist.")
     assert named.read_bytes() == b"an earlier output"
+
+
+@pytest.mark.parametrize("command", ["swap", "segment", "masks"])
+def test_the_reference_picture_and_the_checkpoint_are_inputs_too(tmp_path, capsys, astronaut, fixture_checkpoint,
+                                                                 command):
+    """Even with --force, no output replaces the --face picture or the model file."""
+    target, ref = shutil.copy(astronaut, tmp_path / "target.png"), shutil.copy(astronaut, tmp_path / "her.png")
+    model = shutil.copy(fixture_checkpoint, tmp_path / "model.npz")  # a name --masks takes
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    args = {
+        "swap": ["swap", "--parts", "2", target, astronaut, "-o", ref],
+        "segment": ["segment", target, "-o", ref],
+        "masks": ["segment", target, "--masks", model, "-o", tmp_path / "out.png"],
+    }[command]
+    code, _, err = _main(capsys, *args, "--checkpoint", model, "--detector", "haar", "--face", ref, "--force")
+    gone = model if command == "masks" else ref
+    assert (code, _error(err)) == (2, f"Error: Output {gone} is an input file; copart never overwrites its inputs.")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
