@@ -324,3 +324,27 @@ def test_the_reference_picture_and_the_checkpoint_are_inputs_too(tmp_path, capsy
     gone = model if command == "masks" else ref
     assert (code, _error(err)) == (2, f"Error: Output {gone} is an input file; copart never overwrites its inputs.")
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_eval_never_plots_over_its_inputs_and_checks_the_plot_folder_first(tmp_path, capsys, monkeypatch,
+                                                                         fixture_checkpoint):
+    from copart.training.synthetic import generate
+
+    generate(tmp_path / "data", videos=3, frames=8, size=64, test=1)
+    root = tmp_path / "data" / "eval"
+    image, mask = sorted((root / "test").iterdir())[0], sorted((root / "masks" / "test").iterdir())[0]
+    before = {p: p.read_bytes() for p in (image, mask)}
+    code, _, err = _main(capsys, "eval", root, "--checkpoint", tmp_path / "model.pth", "--plot", tmp_path / "p.txt")
+    assert (code, _error(err)) == (2, f"Error: Checkpoint {tmp_path / 'model.pth'} does not exist.")
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the plot's path was checked")
+
+    monkeypatch.setattr("copart.loading.resolve_model", no_model)
+    for plot in (image, mask):
+        code, _, err = _main(capsys, "eval", root, "--checkpoint", fixture_checkpoint, "--plot", plot)
+        assert (code, _error(err)) == (2, f"Error: Output {plot} is an input file; copart never overwrites its "
+                                          f"inputs.")
+    code, _, err = _main(capsys, "eval", root, "--checkpoint", fixture_checkpoint, "--plot", tmp_path / "no" / "p.png")
+    assert (code, _error(err)) == (2, f"Error: Output folder {tmp_path / 'no'} does not exist.")
+    assert {p: p.read_bytes() for p in (image, mask)} == before
