@@ -240,7 +240,8 @@ class MediaReader:
                     if self.offset is None:
                         self.offset = t or 0.0
                     if t is not None:
-                        length = float(vf.duration * vf.time_base) if vf.duration else self._period()
+                        held = getattr(vf, "duration", None)  # PyAV 13 and later
+                        length = float(held * vf.time_base) if held else self._period()
                         reach = max(reach or 0.0, t - base + length)
                     pts = None if vf.pts is None else vf.pts - int(round(self.offset / vf.time_base))
                     rotation = int(round(getattr(vf, "rotation", 0) or 0))
