@@ -232,6 +232,10 @@ class MediaReader:
                     continue
                 for vf in packet.decode():
                     t = vf.time
+                    if t is not None:  # how far the file goes, frames before --start included
+                        held = getattr(vf, "duration", None)  # PyAV 13 and later
+                        length = float(held * vf.time_base) if held else self._period()
+                        reach = max(reach or 0.0, t - base + length)
                     if start and t is not None and t < start - 1e-6:
                         continue
                     if end is not None and t is not None and t >= end:
@@ -239,10 +243,6 @@ class MediaReader:
                         break
                     if self.offset is None:
                         self.offset = t or 0.0
-                    if t is not None:
-                        held = getattr(vf, "duration", None)  # PyAV 13 and later
-                        length = float(held * vf.time_base) if held else self._period()
-                        reach = max(reach or 0.0, t - base + length)
                     pts = None if vf.pts is None else vf.pts - int(round(self.offset / vf.time_base))
                     rotation = int(round(getattr(vf, "rotation", 0) or 0))
                     image = _rotate(vf.to_ndarray(format="rgb24"), rotation)
@@ -254,13 +254,15 @@ class MediaReader:
                 if done:
                     break
         except av.error.FFmpegError as exc:
-            if count == 0 and not self.start:
-                raise CopartError(f"{self.what} {self.path} cannot be decoded ({first_line(exc)}).") from None
-            # A damaged tail: what decoded is checked against what the header promises.
+            failure = exc  # a damaged tail: what decoded is checked against what the header promises
+        else:
+            failure = None
         if not done and (count or self.start):
-            short = self._ended_early(count, reach if count else self.start)
+            short = self._ended_early(count, reach if reach is not None else self.start)
             if short is not None:
                 raise short
+        if count == 0 and failure is not None:
+            raise CopartError(f"{self.what} {self.path} cannot be decoded ({first_line(failure)}).")
         if count == 0:
             raise CopartError(f"{self.what} {self.path} has no frames in the chosen range.")
 
@@ -301,19 +303,19 @@ class MediaReader:
             self._reopen()
             count, reach, start = 0, None, self.start or 0.0
             for t, span in packets():  # the packets fall short: how far does the file go?
+                reach = max(reach or 0.0, t + span)
                 if t < start - 1e-6:
                     continue
                 if self.end is not None and t >= self.end:
                     return  # the range asked for ends before the cut
                 count += 1
-                reach = max(reach or 0.0, t + span)
                 if self.max_frames is not None and count >= self.max_frames:
                     return
         except av.error.FFmpegError:
             return
         finally:
             self._reopen()
-        short = self._ended_early(count, reach if count else self.start)
+        short = self._ended_early(count, reach if reach is not None else self.start)
         if short is not None:
             raise short
 
