@@ -69,6 +69,18 @@ class ModelChoice:
         """The model, its published file fetched on first use (``downloads`` reports that)."""
         return resolve_model(self.k, self.preset, self.checkpoint, device, downloads)
 
+    def check_files(self) -> None:
+        """The files named exist (a checkpoint, a preset's YAML): one sentence if not, said
+        before anything about the outputs. Reads nothing; :meth:`load` does."""
+        if self.preset is not None:
+            presets.path_of(self.preset)
+        if self.checkpoint is not None:
+            path = Path(self.checkpoint).expanduser()
+            if not path.exists():
+                raise CopartError(f"Checkpoint {path} does not exist.")
+            if path.is_dir():
+                raise CopartError(f"Checkpoint {path} is a folder, not a file.")
+
 
 def resolve_model(
     k: Optional[int] = None,

@@ -226,16 +226,18 @@ def segment(
     extra: list = []
     written: list[Path] = []
     try:
+        model.check_files()  # every input before the outputs
         out_path, legend_path = _outputs_for(target, output, reader.still)
         if out_path.suffix.lower() not in (read.IMAGE_SUFFIXES if reader.still else {".mp4", ".m4v", ".mov"}):
             raise CopartError(f"Output {out_path} must be {'an image' if reader.still else 'an MP4 video'}.")
+        inputs = [target] + [p for p in (choice.reference, model.checkpoint) if p is not None]
         for path in [out_path, legend_path] + ([masks] if masks else []):
-            write.check_output(path, force, [target])
+            write.check_output(path, force, inputs)
         if masks is not None and masks.suffix != ".npz":
             raise CopartError(f"--masks {masks} must end in .npz.")
         if png_dir is not None:
             png_dir = _check_png_dir(Path(png_dir).expanduser(), force,
-                                     [target, out_path, legend_path] + ([masks] if masks else []))
+                                     inputs + [out_path, legend_path] + ([masks] if masks else []))
         device = pick_device(device)
         precision = resolve_precision(precision, device)
         batch_size = resolve_batch_size(batch_size, device)

@@ -35,8 +35,10 @@ class SwapResult:
     faces: Optional[FaceSummary] = None  # faces found and frames swapped per face (None: no cropping)
 
 
-def output_path(target: Path, source: Path, output: Optional[Path], force: bool, still: bool) -> Path:
-    """Where the result goes: never an input, an existing file only with ``force``."""
+def output_path(target: Path, source: Path, output: Optional[Path], force: bool, still: bool,
+                others: Sequence[Path] = ()) -> Path:
+    """Where the result goes: never an input (``others``: the inputs besides target and source),
+    an existing file only with ``force``."""
     if output is None:
         output = target.with_name(f"{target.stem}.swap{'.png' if still else '.mp4'}")
     output = Path(output).expanduser()
@@ -44,7 +46,7 @@ def output_path(target: Path, source: Path, output: Optional[Path], force: bool,
     if output.suffix.lower() not in allowed:
         kind = "an image" if still else "an MP4 video"
         raise CopartError(f"Output {output} must be {kind} ({', '.join(sorted(allowed))}).")
-    write.check_output(output, force, (target, source))
+    write.check_output(output, force, (target, source, *others))
     return output
 
 
@@ -54,7 +56,7 @@ def source_image(path: Path, frame: int):
         if frame:
             raise CopartError(f"--source-frame applies to a video source; {path} is an image.")
         return read.read_image(path, "Source")
-    with read.MediaReader(path, "Source") as reader:
+    with read.MediaReader(path, "Source", max_frames=frame + 1) as reader:  # a cut video may still hold it
         return reader.frame_at(frame)
 
 
@@ -94,8 +96,10 @@ def swap(
     choice = parse_face(face, no_crop)
     reader = read.MediaReader(target, "Target", start=start, end=end, max_frames=max_frames)
     try:
-        out_path = output_path(target, source, output, force, reader.still)
-        source_face = source_image(source, source_frame)
+        source_face = source_image(source, source_frame)  # every input before the outputs
+        model.check_files()
+        others = [p for p in (choice.reference, model.checkpoint) if p is not None]  # inputs too
+        out_path = output_path(target, source, output, force, reader.still, others)
         device = pick_device(device)
         precision = resolve_precision(precision, device)
         batch_size = resolve_batch_size(batch_size, device)

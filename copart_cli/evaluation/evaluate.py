@@ -15,7 +15,7 @@ from copart.loading import ModelChoice, pick_device
 from copart.media.faces import best_face, face_to_box, make_detector
 from copart.media.pipeline import WHOLE, Progress, frame_maps, take
 from copart.media.read import read_image
-from copart.media.write import write_image
+from copart.media.write import check_output, write_image
 from copart.models.errors import CopartError
 
 from . import formats, metrics
@@ -125,10 +125,15 @@ def evaluate(
             _landmarks(root, split, files, given, trust_pickle, device)
             for split, files, given in (("train", fit_files, fit_landmarks), ("test", test_files, test_landmarks))
         )
+    mask_folder = Path(masks) if masks else root / "masks" / "test"
     if want_iou:
-        truth_masks = formats.read_masks(Path(masks) if masks else root / "masks" / "test", test_names)
-    if plot_path is not None and plot_path.suffix.lower() != ".png":
-        raise CopartError(f"--plot {plot_path} must be a .png file.")
+        truth_masks = formats.read_masks(mask_folder, test_names)
+    model.check_files()  # every input before the output
+    if plot_path is not None:
+        if plot_path.suffix.lower() != ".png":
+            raise CopartError(f"--plot {plot_path} must be a .png file.")
+        # Never an input; its folder checked before the model is read (an earlier plot is replaced).
+        check_output(Path(plot_path), True, [*test_files, *fit_files, *(mask_folder / n for n in test_names)])
 
     loaded = model.load(device, downloads)
     notices: list[str] = []

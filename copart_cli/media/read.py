@@ -144,6 +144,11 @@ class MediaReader:
         rate = self.stream.average_rate or self.stream.guessed_rate or self.stream.base_rate
         self.fps = Fraction(rate) if rate else None
         self.estimated_frames = self._estimate_frames()
+        try:
+            self._check_tail()
+        except BaseException:
+            self.close()
+            raise
 
     def _open_folder(self, fps: float) -> None:
         """A folder of frames: its images in natural order, at ``fps``."""
@@ -205,6 +210,7 @@ class MediaReader:
             yield from self._folder_frames()
             return
         count = 0
+        reach = None  # seconds from the stream's first timestamp to the end of the last frame kept
         self.offset = None
         # --start/--end count from the stream's first timestamp (MPEG-TS starts at ~1.4 s, say).
         base = float(self.stream.start_time * self.time_base) if self.stream.start_time is not None else 0.0
@@ -226,6 +232,10 @@ class MediaReader:
                     continue
                 for vf in packet.decode():
                     t = vf.time
+                    if t is not None:  # how far the file goes, frames before --start included
+                        held = getattr(vf, "duration", None)  # PyAV 13 and later
+                        length = float(held * vf.time_base) if held else self._period()
+                        reach = max(reach or 0.0, t - base + length)
                     if start and t is not None and t < start - 1e-6:
                         continue
                     if end is not None and t is not None and t >= end:
@@ -244,11 +254,123 @@ class MediaReader:
                 if done:
                     break
         except av.error.FFmpegError as exc:
-            if count == 0:
-                raise CopartError(f"{self.what} {self.path} cannot be decoded ({first_line(exc)}).") from None
-            # A damaged tail: keep what decoded.
+            failure = exc  # a damaged tail: what decoded is checked against what the header promises
+        else:
+            failure = None
+        if not done and (count or self.start):
+            short = self._ended_early(count, reach if reach is not None else self.start)
+            if short is not None:
+                raise short
+        if count == 0 and failure is not None:
+            raise CopartError(f"{self.what} {self.path} cannot be decoded ({first_line(failure)}).")
         if count == 0:
             raise CopartError(f"{self.what} {self.path} has no frames in the chosen range.")
+
+    TAIL_PACKETS = 2000  # packets the look at a file's tail reads at most
+
+    def _check_tail(self) -> None:
+        """Before any frame is decoded: the error :meth:`frames` would raise at the end, for a
+        file whose video packets stop short of what the header promises and of the range asked
+        for (a file cut short with its index first, as ``-movflags +faststart`` writes it).
+        A seek to just before the end finds the packets there in a whole file (a few packets
+        read); only when they are missing is the file's video read through (demuxed, not
+        decoded) to see how far it goes. Says nothing when it cannot tell."""
+        length, slack = self._header_end()
+        if length is None:
+            return
+        base = float(self.stream.start_time * self.time_base) if self.stream.start_time is not None else 0.0
+        period = self._period()
+        tolerance = 2 * period + slack + 1e-3
+        wanted = min(length, self.end) if self.end is not None else length
+
+        def packets():  # (seconds from the stream's start, seconds to the end of the packet) of each whole packet
+            try:
+                for packet in self.container.demux(self.stream):
+                    t = packet.pts if packet.pts is not None else packet.dts
+                    if t is None or packet.size == 0 or packet.is_corrupt:
+                        continue
+                    span = float(packet.duration * packet.time_base) if packet.duration else period
+                    yield float(t * packet.time_base) - base, span
+            except av.error.FFmpegError:
+                return  # a damaged tail: the packets end here
+
+        try:
+            self.container.seek(int((base + max(0.0, wanted - 1.0)) / self.time_base), stream=self.stream,
+                                backward=True, any_frame=True)
+            for i, (t, span) in enumerate(packets()):
+                if t + span >= wanted - tolerance or i >= self.TAIL_PACKETS:
+                    return  # the packets are there (or the look would take too long to tell)
+            self._reopen()
+            count, reach, start = 0, None, self.start or 0.0
+            for t, span in packets():  # the packets fall short: how far does the file go?
+                reach = max(reach or 0.0, t + span)
+                if t < start - 1e-6:
+                    continue
+                if self.end is not None and t >= self.end:
+                    return  # the range asked for ends before the cut
+                count += 1
+                if self.max_frames is not None and count >= self.max_frames:
+                    return
+        except av.error.FFmpegError:
+            return
+        finally:
+            self._reopen()
+        short = self._ended_early(count, reach if reach is not None else self.start)
+        if short is not None:
+            raise short
+
+    def _period(self) -> float:
+        """Seconds per frame at the stream's average rate (1/25 when it has none)."""
+        return 1 / float(self.fps) if self.fps else 0.04
+
+    def _header_end(self) -> tuple[Optional[float], float]:
+        """The video's length by its header, in seconds from its first timestamp, and the
+        slack that figure needs: the stream's duration (MP4, AVI, MPEG-TS, GIF), its track's
+        DURATION tag (Matroska, WebM), or the container's when the video is all it holds (the
+        container's start may be counted in or not: FLV). (None, 0) when the header says
+        nothing."""
+        stream = self.stream
+        if stream.duration and self.time_base:
+            return float(stream.duration * self.time_base), 0.0
+        tag = (stream.metadata or {}).get("DURATION", "")
+        match = re.fullmatch(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)", tag.strip())
+        if match:
+            hours, minutes, seconds = match.groups()
+            return int(hours) * 3600 + int(minutes) * 60 + float(seconds), 0.0
+        if self.container.duration and len(self.container.streams) == 1:
+            offset = abs(self.container.start_time or 0) / av.time_base
+            return self.container.duration / av.time_base, offset
+        return None, 0.0
+
+    def _ended_early(self, count: int, reach: Optional[float]) -> Optional[CopartError]:
+        """The error for a video whose frames gave out before the range asked for, or before the
+        header's length, by more than two frames; None when they did not. It takes the frames
+        read (against the header's frame count, when the whole stream was asked for) and the
+        time they reach (against the header's length) both to say so where both are known: an
+        edit list may drop frames the count includes, a frame may be held longer than the rate
+        says, but a cut file falls short by both."""
+        if reach is None:
+            return None
+        length, slack = self._header_end()
+        tolerance = 2 * self._period() + slack + 1e-3
+        by_time = by_count = None
+        if length is not None:
+            wanted = min(length, self.end) if self.end is not None else length
+            by_time = reach < wanted - tolerance
+        total = self.stream.frames or 0
+        counted = total and not self.start and self.end is None
+        if counted:
+            by_count = count < min(total, self.max_frames or total) - 2
+        if by_time is None and by_count is None or by_time is False or by_count is False:
+            return None
+        frames = f" ({count} of its {total} frames)" if counted else ""
+        promised = f" of the {length:.2f} s its header gives" if length is not None else ""
+        keep = int(reach * 10) / 10
+        advice = f", or keep to the part that reads with --end {keep:g}" if keep > (self.start or 0) else ""
+        return CopartError(
+            f"{self.what} {self.path} ended early: it can be read only to {reach:.2f} s{frames}{promised}, so it "
+            f"looks cut short; copy or download it again{advice}."
+        )
 
     def _seek_before(self, start: float) -> bool:
         """Seek to the key frame before ``start``; False when that does not land before it."""

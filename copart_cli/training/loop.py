@@ -323,6 +323,8 @@ def train(
     ``resume_overrides``; nothing that changes what is computed."""
     rank, world, local_rank = _distributed()
     out = Path(out)
+    if init is not None and not resume and not Path(init).is_file():
+        read_checkpoint(Path(init))  # its sentence for a missing file or a folder, before the run folder's
     prepare_run_folder(out, resume, force, rank)
     report = RunReport()
     stored = None
