@@ -12,7 +12,8 @@ from copart.models.errors import Interrupted
 
 HELP = ("Run the whole pipeline on synthetic data (6 to 12 minutes on a 2-core CPU, mostly training): synthetic, "
         "train, segment, swap, eval.")
-EPILOG = "Example:\n\n  copart demo demo/\n\nCOPART_DEMO_QUICK=1 (or --quick) shrinks every step for a smoke test."
+EPILOG = ("Example:\n\n  copart demo demo/\n\nCOPART_DEMO_QUICK=1 (or --quick) shrinks every step for a smoke test."
+    "\n\nMore: docs/demo.md in copart's source.")
 
 
 def demo(

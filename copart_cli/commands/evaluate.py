@@ -22,6 +22,7 @@ EPILOG = (
     "  copart eval demo/data/eval --checkpoint demo/model.pth --metric all --plot eval.png --json\n\n"
     "ROOT holds train/ (fit set) and test/ (held-out) images, landmarks (the authors' *_gt.pkl, or\n"
     "<split>_landmarks.npz/.csv) and, for IoU, masks/test/ PNGs."
+    "\n\nMore: docs/eval.md in copart's source."
 )
 
 

@@ -15,6 +15,7 @@ EPILOG = (
     "  copart info vox-256-sem-5segments\n\n"
     "  copart info vox-10segments.pth.tar --preset vox-256-sem-10segments\n\n"
     "  copart info demo/model.pth --json"
+    "\n\nMore: docs/checkpoints.md in copart's source."
 )
 LAYOUT_NAMES = {
     "preset": "preset (configuration only, no weights)",

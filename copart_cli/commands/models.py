@@ -22,6 +22,7 @@ EPILOG = (
     "  copart models path vox-cpk\n\n"
     "Sources, in order: $COPART_MIRROR (URL/FILE, URL/FILE.sha256), the authors' Yandex Disk, their Google\n"
     "Drive, a file's own URL; COPART_OFFLINE=1 or --offline never touches the network."
+    "\n\nMore: docs/models.md in copart's source."
 )
 
 app = typer.Typer(help=HELP, epilog=EPILOG, no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})

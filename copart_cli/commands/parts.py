@@ -18,6 +18,7 @@ EPILOG = (
     "  copart parts demo/model.pth\n\n"
     "  copart parts vox-10segments.pth.tar --preset vox-256-sem-10segments\n\n"
     "  copart parts demo/model.pth --name arms=2,3 --name head=4 -o named.pth"
+    "\n\nMore: docs/checkpoints.md in copart's source."
 )
 
 

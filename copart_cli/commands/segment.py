@@ -20,6 +20,7 @@ EPILOG = (
     "  copart segment frames/ --checkpoint run/checkpoint.pth --no-crop\n\n"
     "  copart segment group.mp4 --face all --masks parts.npz    (every face; masks under face1/, face2/, ...)\n\n"
     "The legend numbers the colours with the numbers --parts takes in copart swap."
+    "\n\nMore: docs/segment.md in copart's source."
 )
 
 

@@ -20,6 +20,7 @@ EPILOG = (
     "  copart swap --parts hair --face 2 two-people.mp4 face.jpg    (the second face from the left)\n\n"
     "Published checkpoints are looked up in $COPART_HOME (default ~/.cache/copart) under the authors' "
     "file names (vox-5segments.pth.tar, ...)."
+    "\n\nMore: docs/swap.md in copart's source."
 )
 
 

@@ -23,6 +23,7 @@ EPILOG = (
     "  copart train --resume runs/figures --steps 40\n\n"
     "  copart train --preset cpu-64-sem-10segments --data demo/data --out runs/k10 --minutes 20\n\n"
     "  torchrun --nproc_per_node 4 -m copart train --preset taichi-256-sem --data data/taichi --out runs/t"
+    "\n\nMore: docs/train.md in copart's source."
 )
 
 Variant = Enum("Variant", {name.replace("-", "_"): name for name in VARIANTS}, type=str)
