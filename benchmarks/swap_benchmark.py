@@ -210,8 +210,10 @@ def model_alone(loaded_model, source, clip, batch, precision, channels_last=None
     return best
 
 
-def pipeline_ceiling(clip: Path, source: Path, checkpoint_args: dict, out: Path) -> float:
-    """The default cropped path with the identity in place of the model: frames/s."""
+def pipeline_ceiling(clip: Path, source: Path, out: Path, frames: int, checkpoint: Path,
+                     preset: str | None = None) -> None:
+    """The default cropped path with the identity in place of the model, on ``frames`` frames
+    (run in a fresh process by ``--ceiling-child``, timed from outside like the commands)."""
     import copart.editing.swap as job
     from copart.loading import ModelChoice
 
@@ -222,14 +224,10 @@ def pipeline_ceiling(clip: Path, source: Path, checkpoint_args: dict, out: Path)
         def __call__(self, crops):
             return [c.copy() for c in crops]
 
-    real = job.PartSwapper
     job.PartSwapper = Identity
-    try:
-        result = job.swap(clip, source, ["1"], ModelChoice(**checkpoint_args), output=out, force=True,
-                          detector="haar", device="cpu")
-    finally:
-        job.PartSwapper = real
-    return result.stats.frames / result.stats.seconds
+    result = job.swap(clip, source, ["1"], ModelChoice(checkpoint=checkpoint, preset=preset), output=out, force=True,
+                      detector="haar", device="cpu", max_frames=frames)
+    print(f"identity pipeline: {result.stats.frames} frames")
 
 
 def stages(clip: Path, frames: int) -> dict:
