@@ -268,14 +268,22 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="everything small: checks that the benchmark runs")
     parser.add_argument("--markdown", action="store_true", help="print the results as the README's table")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON (- for stdout)")
+    parser.add_argument("--from-json", metavar="FILE", help="print the goals and the table of an earlier run's JSON")
     parser.add_argument("--ceiling-child", nargs="+", help=argparse.SUPPRESS)
     opts = parser.parse_args()
+    if opts.from_json:
+        results = json.loads(Path(opts.from_json).read_text())
+        opts.frames, opts.long = results["frames"], results["long"]
+        report(results, opts)
+        return
     if opts.ceiling_child:
         clip, source, out, frames, checkpoint, *preset = opts.ceiling_child
         pipeline_ceiling(Path(clip), Path(source), Path(out), int(frames), Path(checkpoint), *preset)
         return
     if opts.quick:
         opts.frames, opts.face_frames, opts.model_frames, opts.long = 16, 8, 4, 64
+    if opts.model_frames < 4:
+        parser.error("--model-frames must be at least 4 (the model alone runs batches of up to 4)")
 
     def short_of(frames: int) -> int:
         return min(opts.short, frames - 1) if opts.short else max(2, frames // 4)
@@ -296,12 +304,18 @@ def main() -> None:
         "auto_precision": inference.auto_precision("cpu"), "auto_batch": inference.resolve_batch_size("auto", "cpu"),
         "cpu_channels_last": inference.channels_last_for("cpu"),
         "frames": frames, "short_frames": short, "face_frames": opts.face_frames, "model_frames": opts.model_frames,
+        "long": opts.long, "command": " ".join(sys.argv[1:]), "rows": {},
     }
     log(f"{results['cpu']}, {threads} physical cores, PyTorch {torch.__version__}; load average "
         f"{' '.join(map(str, results['load_average_before']))}; auto: {results['auto_precision']}, "
         f"batch {results['auto_batch']}")
     started = time.perf_counter()
-    rows: dict = {}
+    rows: dict = results["rows"]
+
+    def save():
+        """What is measured so far, to --json FILE (a run cut short keeps its rows)."""
+        if opts.json and opts.json != "-":
+            Path(opts.json).write_text(json.dumps(results, indent=1) + "\n")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         bench = Path(opts.authors_bench) if opts.authors and opts.authors_bench else None
@@ -341,6 +355,7 @@ def main() -> None:
                 return wall
 
             rows["authors"] = measure("authors' part_swap.py", authors, frames, short, log)
+            save()
         else:
             rows["authors"] = None
             log("authors' part_swap.py: not measured (give --authors REF --authors-bench PATH)")
@@ -353,6 +368,7 @@ def main() -> None:
                 lambda n, tag, p=precision: copart_swap([*common, "--precision", p, folders[n] / "clip256.mp4",
                                                          source, "-o", tmp / f"{p}-{tag}.mp4"], log)[0],
                 frames, short, log)
+            save()
         results["bf16_psnr_db"] = round(psnr(tmp / "fp32-long.mp4", tmp / "bf16-long.mp4", frames), 2)
         log(f"    bf16 output {results['bf16_psnr_db']} dB PSNR from fp32's ({frames} frames)")
         # The defaults (no precision or batch option) are one of those two on a CPU: not run twice.
@@ -366,6 +382,7 @@ def main() -> None:
                 "copart swap --no-crop (defaults)",
                 lambda n, tag: copart_swap([*common, folders[n] / "clip256.mp4", source, "-o",
                                             tmp / f"defaults-{tag}.mp4"], log)[0], frames, short, log)
+            save()
 
         # 3. The model alone: steady state only (in this process, source cached, after a warm-up batch).
         from copart.media.pipeline import WHOLE, take
@@ -395,6 +412,7 @@ def main() -> None:
         best_batch = max((1, 2, 4), key=lambda b: alone[f"fp32_batch{b}"])
         results["model_alone_best_batch"] = best_batch
         results["model_alone_best_fps"] = round(alone[f"fp32_batch{best_batch}"], 3)
+        save()
         loaded = None  # the model's memory back before the 720p runs
 
         # 4. The face-cropped default path against --no-crop, on a 720p clip; the pipeline's ceiling.
@@ -407,10 +425,12 @@ def main() -> None:
             "copart swap on 1280x720, cropped (Haar)",
             lambda n, tag: copart_swap([*face_common, "--max-frames", n, "--detector", "haar",
                                         "-o", tmp / f"crop-{tag}.mp4"], log)[0], face_frames, face_short, log)
+        save()
         rows["nocrop_720p"] = measure(
             "copart swap on 1280x720, --no-crop",
             lambda n, tag: copart_swap([*face_common, "--max-frames", n, "--no-crop",
                                         "-o", tmp / f"nocrop-{tag}.mp4"], log)[0], face_frames, face_short, log)
+        save()
 
         def ceiling(n, tag):
             wall, _, _ = run_command([sys.executable, __file__, "--ceiling-child", hd, source, tmp / f"ceiling-{tag}.mp4",
@@ -420,6 +440,7 @@ def main() -> None:
 
         rows["pipeline_ceiling"] = measure("pipeline ceiling (identity model, 720p, cropped, Haar)", ceiling,
                                            face_frames, face_short, log)
+        save()
         results["stages_720p_ms"] = stages(hd, min(60, opts.face_frames * 4))
         results["stages_256_ms"] = stages(folders[frames] / "clip256.mp4", frames)
         log(f"stages alone, ms a frame: 720p {results['stages_720p_ms']}, 256x256 {results['stages_256_ms']}")
@@ -435,23 +456,26 @@ def main() -> None:
             log(f"memory: {n} frames (720p, cropped, cpu-64-sem-5segments) -> peak RSS {rss:.0f} MB")
         results["peak_rss_mb"] = {str(k): round(v) for k, v in peaks.items()}
         results["memory_growth"] = round(peaks[opts.long] / peaks[frames] - 1, 4)
-    results["rows"] = rows
     results["seconds"] = round(time.perf_counter() - started)
     results["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    save()
+    report(results, opts)
+    if opts.json == "-":
+        print(json.dumps(results, indent=1))
+    elif opts.json:
+        Path(opts.json).write_text(json.dumps(results, indent=1) + "\n")
+
+
+def report(results: dict, opts) -> None:
+    """The goals (pass/fail), and the table with --markdown."""
     results["goals"] = goals(results, opts)
-    log("")
+    print()
     for goal in results["goals"]:
-        log(f"{'PASS' if goal['pass'] else ('FAIL' if goal['pass'] is False else 'n/a ')}  {goal['goal']}: "
-            f"{goal['value']}")
+        print(f"{'PASS' if goal['pass'] else ('FAIL' if goal['pass'] is False else 'n/a ')}  {goal['goal']}: "
+              f"{goal['value']}")
     if opts.markdown:
         print()
         print(markdown(results, opts))
-    if opts.json:
-        text = json.dumps(results, indent=1)
-        if opts.json == "-":
-            print(text)
-        else:
-            Path(opts.json).write_text(text + "\n")
 
 
 def _ratio(a, b):
@@ -530,7 +554,7 @@ def markdown(r: dict, opts) -> str:
                 vs_authors(row["steady_fps"], "steady_fps") if authors_ratio else "")
 
     def alone(name, key):
-        return (name, "", fps(a[key]), "", "", vs_authors(a[key], "steady_fps"))
+        return (name, "—", fps(a[key]), "—", "", vs_authors(a[key], "steady_fps"))  # not a command: no start-up
 
     def defaults_note(precision):
         return (f" (the defaults here: auto picks {precision}, batch {r['auto_batch']})"

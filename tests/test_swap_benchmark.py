@@ -64,7 +64,7 @@ def test_the_table_shows_both_figures_for_every_command_row(bench, authors):
         name, whole, steady = cells[:3]
         assert steady.endswith("frames/s") or steady == "not measured", line
         if name.startswith("model alone"):
-            assert whole == "", line  # not a command: no start-up to count
+            assert whole == "—", line  # not a command: no start-up to count
         else:
             assert whole.endswith("frames/s") or whole == "not measured", line
     # the layout row measures the layout the CPU does not use, never the CPU's own layout twice
