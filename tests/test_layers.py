@@ -12,10 +12,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Each layer, and what it may import besides itself: module paths, matched as prefixes at dot
 # boundaries (``copart.models`` allows ``copart.models.errors``, never ``copart.modelsx``).
-# No layer is allowed the whole of ``copart``.
+# No layer is allowed the whole of ``copart``. The hub (models by name, and every download: S3FD's
+# for media/faces.py, VGG-19's for training, 2DFAN4's for evaluation) imports only presets and
+# the core, so it sits beneath media and every layer above may use it.
 LAYERS = {
     "copart.__main__": {"copart.app"},
-    "copart.app": {"copart.__version__", "copart.commands", "copart.models.errors", "copart.models.files"},
+    # app and commands are the command line: the ui serves them only
+    "copart.app": {"copart.__version__", "copart.commands", "copart.ui", "copart.hub", "copart.models.errors",
+                   "copart.models.files"},
     # commands: their jobs, the ui, and below; no command imports another (only their options)
     "copart.commands": {"copart.ui", "copart.demo", "copart.editing", "copart.training", "copart.evaluation",
                         "copart.loading", "copart.hub", "copart.models"},
@@ -24,13 +28,13 @@ LAYERS = {
     "copart.demo": {"copart.editing", "copart.training", "copart.evaluation", "copart.loading", "copart.media",
                     "copart.models"},
     "copart.editing": {"copart.inference", "copart.loading", "copart.media", "copart.models"},
-    "copart.evaluation": {"copart.inference", "copart.loading", "copart.media", "copart.models"},
-    "copart.training": {"copart.presets", "copart.media", "copart.models"},
+    "copart.evaluation": {"copart.inference", "copart.loading", "copart.media", "copart.hub", "copart.models"},
+    "copart.training": {"copart.presets", "copart.media", "copart.hub", "copart.models"},
     # models by name, and the model on batches
     "copart.loading": {"copart.hub", "copart.presets", "copart.models"},
     "copart.hub": {"copart.presets", "copart.models"},
     "copart.inference": {"copart.models"},
-    "copart.media": {"copart.models"},
+    "copart.media": {"copart.hub", "copart.models"},
     "copart.presets": {"copart.models.errors"},
     # the core imports nothing from the application
     "copart.models": set(),
@@ -113,11 +117,11 @@ def _planted(name: str, source: str, is_package: bool = False) -> list[str]:
     # the hub reaching up into a command, from the root package
     ("copart.hub", "from copart import commands\n", "copart.hub imports copart.commands"),
     ("copart.loading", "import copart.demo\n", "copart.loading imports copart.demo"),
-    # the app reaching past the commands into a job, and into the ui that serves the commands only
+    # the app reaching past the commands into a job; a job using the ui that serves the command line only
     ("copart.app", "from copart import demo\n", "copart.app imports copart.demo"),
-    ("copart.app", "from copart.ui import bar\n", "copart.app imports copart.ui.bar"),
-    # the media layer reaching up to the hub (a download helper belongs above it)
-    ("copart.media.faces", "from copart import hub\n", "copart.media.faces imports copart.hub"),
+    ("copart.editing.swap", "from copart.ui import bar\n", "copart.editing.swap imports copart.ui.bar"),
+    # the hub reaching up into media (it sits beneath: media downloads through it)
+    ("copart.hub", "from copart.media.faces import s3fd_folder\n", "copart.hub imports copart.media.faces.s3fd_folder"),
     # the core importing the application, lazily inside a function
     ("copart.models.losses", "def f():\n    from copart import hub\n", "copart.models.losses imports copart.hub"),
     # relative imports resolve to what they reach
