@@ -577,8 +577,8 @@ def markdown(r: dict, opts) -> str:
     rows, a = r["rows"], r["model_alone_fps"]
     authors = rows["authors"]
 
-    def fps(x):
-        return "not measured" if x is None else f"{x:.2f} frames/s"
+    def fps(x):  # three significant digits below 1 frame/s (a slow or busy machine)
+        return "not measured" if x is None else f"{x:.2f} frames/s" if x >= 1 else f"{x:.3g} frames/s"
 
     def vs_authors(x, key):
         ratio = _ratio(x, _fps(authors, key))
