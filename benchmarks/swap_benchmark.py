@@ -1,29 +1,39 @@
 """Speed and memory of `copart swap`, against the authors' part_swap.py and the model alone,
-measured in one run on the machine at hand (the goals are ratios: issue 12).
+measured in one run on the machine at hand (the goals are ratios: issues 12, 15, 20).
 
-    python benchmarks/swap_benchmark.py [--authors REF] [--authors-bench PATH] [--quick]
-                                        [--markdown] [--json FILE]
+    python benchmarks/swap_benchmark.py [--authors REF --authors-bench PATH] [--quick]
+                                        [--frames N] [--short N] [--markdown] [--json FILE]
+                                        [--resume-json FILE] [--from-json FILE]
 
 REF is the authors' motion-cosegmentation code (github:AliaksandrSiarohin/motion-cosegmentation);
 with it, ``authors_swap_speed.py`` (its path given with ``--authors-bench``; copart never
-depends on it) prepares the clip, the source photo and a
-random-weight checkpoint in the authors' layout, and times their script on today's libraries.
-Without it the authors' row is "not measured" and the same kind of files are made here.
+depends on it) prepares the clip, the source photo and a random-weight checkpoint in the
+authors' layout, and times their script on today's libraries. Without it the authors' row is
+"not measured" and the same kind of files are made here.
+
+Every command row is measured the same way, the authors' included: the whole command in a fresh
+process, timed from outside, on the clip of --frames frames and on one of --short frames (a
+quarter by default). "Whole command" is frames / seconds of the long run (start-up, imports,
+model load and source encoding included, as a user waits for them); "steady state" is
+(long - short frames) / (long - short seconds), the frames/s once started, the start-up and the
+first frames' warm-up cancelling out.
 
 What it measures (vox-256-sem-10segments architecture, random weights: the arithmetic is the
 same; 256x256 clip: Carphone, centre crop, looped to --frames; parts 1,2):
 
-- authors: their part_swap.py end to end (read, resize, swap, write; it counts its imports and
-  model load too, as a user waits for them);
-- copart fp32 / copart defaults: `copart swap --no-crop` end to end in a fresh process
-  (``--precision fp32``, then no precision or batch option at all), frames/s as the command
-  reports it; bf16: PSNR of its output against fp32's (on the first --psnr-frames frames);
-- model alone: copart's part swap, source cached, no decoding or encoding, at batch 1, 2, 4
-  (the best one is the reference), with 1 thread and with the default layout switched off;
+- authors: their part_swap.py end to end (read, resize, swap, write);
+- copart fp32 and bf16: `copart swap --no-crop --precision ...` end to end, the same frames; bf16's
+  PSNR from fp32 on all of them. The defaults (no precision or batch option) are whichever of the
+  two auto picks on this CPU (not run a third time);
+- model alone (steady state only: in this process, source cached, after a warm-up batch, no
+  decoding or encoding): at batch 1, 2, 4 (the best one is the reference), bf16 (unless
+  --no-model-bf16: without bf16 arithmetic a CPU takes ten times fp32's time there), the layout
+  the CPU does not use (channels-last; CUDA's), and 1 thread. Whether auto picks the faster
+  precision is judged on the two commands' steady state (same frames);
 - face-cropped default path (Haar) against `--no-crop`, both with the defaults, on a 1280x720
-  clip (Carphone scaled up, the face a part of the frame);
+  clip (Carphone scaled up, the face a part of the frame), --face-frames and a quarter of them;
 - pipeline ceiling: the whole cropped path on the 720p clip with the model replaced by the
-  identity (decode, detect, crop, paste, encode, in their threads);
+  identity (decode, detect, crop, paste, encode, in their threads), in a fresh process like a command;
 - peak memory (max RSS of a fresh process) of the default cropped path on the 720p clip for
   --frames and --long frames (the small cpu-64-sem-5segments model keeps it quick: the growth
   would be the pipeline's, not the model's).
@@ -40,7 +50,6 @@ import json
 import math
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -111,12 +120,12 @@ def hd_clip(path: Path, n: int) -> None:
     write_clip(path, looped([hd(f) for f in carphone_frames()], n), crf=18)
 
 
-# A small launcher process runs the command and reports the child's peak RSS: measured from
-# this (large) process, the kernel would count our own memory at fork time as the child's peak.
+# A small launcher process runs the command, times it and reports the child's peak RSS: measured
+# from this (large) process, the kernel would count our own memory at fork time as the child's peak.
 LAUNCHER = (
-    "import resource, subprocess, sys; "
-    "code = subprocess.call(sys.argv[2:]); "
-    "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); "
+    "import resource, subprocess, sys, time; "
+    "start = time.perf_counter(); code = subprocess.call(sys.argv[2:]); wall = time.perf_counter() - start; "
+    "open(sys.argv[1], 'w').write(f'{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss} {wall}'); "
     "sys.exit(code)"
 )
 
@@ -126,18 +135,46 @@ def child_env() -> dict:
     return {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
-def copart_swap(args: list, log) -> tuple[float, float]:
-    """``copart swap ARGS`` in a fresh process: (frames/s it reports, peak RSS in MB)."""
+def run_command(command: list, what: str) -> tuple[float, float, str]:
+    """``command`` in a fresh process: (wall-clock seconds of the whole process, peak RSS in MB, stdout)."""
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss_file:
-        proc = subprocess.run([sys.executable, "-c", LAUNCHER, rss_file.name, sys.executable, "-m", "copart", "swap",
-                               *map(str, args)], env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
+        proc = subprocess.run([sys.executable, "-c", LAUNCHER, rss_file.name, *map(str, command)], env=child_env(),
+                              capture_output=True, text=True, check=False)
         if proc.returncode != 0:
-            raise SystemExit(f"copart swap {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
-        rss_kb = int(open(rss_file.name).read())
-    line = proc.stdout.strip().splitlines()[-1]
-    log(f"    {line}")
-    return float(re.search(r"([\d.]+) frames/s", line).group(1)), rss_kb / 1024
+            raise SystemExit(f"{what} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        rss_kb, wall = Path(rss_file.name).read_text().split()
+    return float(wall), int(rss_kb) / 1024, proc.stdout
+
+
+def copart_swap(args: list, log) -> tuple[float, float]:
+    """``copart swap ARGS`` in a fresh process: (wall-clock seconds, peak RSS in MB)."""
+    wall, rss, out = run_command([sys.executable, "-m", "copart", "swap", *args], f"copart swap {' '.join(map(str, args))}")
+    log(f"    {out.strip().splitlines()[-1]} [whole process {wall:.1f} s]")
+    return wall, rss
+
+
+def measure(name: str, command, frames: int, short: int, log) -> dict:
+    """One end-to-end row: ``command(n, tag)`` runs the whole command on ``n`` frames in a fresh
+    process and returns its wall-clock seconds. It runs on ``frames`` and on ``short`` frames:
+
+    - whole command: ``frames`` / the long run's seconds (start-up, imports, model load and source
+      encoding included, as a user waits for them);
+    - steady state: the frames between the two runs / the time between them, ``(frames - short) /
+      (t_long - t_short)``: the frames/s after the first ``short`` frames, the start-up and the
+      warm-up cancelling out (the same arithmetic for every row, the authors' script included);
+    - start-up: what the long run took beyond its frames at the steady rate."""
+    log(f"{name}: {frames} and {short} frames ...")
+    long_s = command(frames, "long")
+    short_s = command(short, "short")
+    steady = (frames - short) / (long_s - short_s) if long_s > short_s else None
+    row = {"name": name, "frames": frames, "short_frames": short, "seconds": round(long_s, 2),
+           "short_seconds": round(short_s, 2), "whole_fps": round(frames / long_s, 3),
+           "steady_fps": None if steady is None else round(steady, 3),
+           "startup_s": None if steady is None else round(long_s - frames / steady, 1)}
+    log(f"    whole command {row['whole_fps']:.3f} frames/s ({long_s:.1f} s for {frames}), steady state "
+        + ("not measured (the short run took as long)" if steady is None else
+           f"{row['steady_fps']:.3f} frames/s, start-up {row['startup_s']} s"))
+    return row
 
 
 def psnr(a: Path, b: Path, frames: int) -> float:
@@ -154,21 +191,8 @@ def psnr(a: Path, b: Path, frames: int) -> float:
     return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
-def find_authors_bench(given: str | None) -> Path | None:
-    """The authors' timing script, only where the user names it (copart ships no copy of it)."""
-    return Path(given) if given else None
-
-
-def authors_run(bench: Path, what: str, folder: Path, ref: Path, frames: int, threads: int, log) -> str:
-    proc = subprocess.run([sys.executable, str(bench), what, str(folder), str(ref), "--frames", str(frames),
-                           "--threads", str(threads)], env=child_env(), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{bench.name} {what} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    out = proc.stdout.strip()
-    if out:
-        log(f"    {out.splitlines()[-1]}")
-    return out
+def authors_command(bench: Path, what: str, folder: Path, ref: Path, frames: int, threads: int) -> list:
+    return [sys.executable, str(bench), what, str(folder), str(ref), "--frames", str(frames), "--threads", str(threads)]
 
 
 def model_alone(loaded_model, source, clip, batch, precision, channels_last=None, rounds=1) -> float:
@@ -189,8 +213,10 @@ def model_alone(loaded_model, source, clip, batch, precision, channels_last=None
     return best
 
 
-def pipeline_ceiling(clip: Path, source: Path, checkpoint_args: dict, out: Path) -> float:
-    """The default cropped path with the identity in place of the model: frames/s."""
+def pipeline_ceiling(clip: Path, source: Path, out: Path, frames: int, checkpoint: Path,
+                     preset: str | None = None) -> None:
+    """The default cropped path with the identity in place of the model, on ``frames`` frames
+    (run in a fresh process by ``--ceiling-child``, timed from outside like the commands)."""
     import copart.editing.swap as job
     from copart.loading import ModelChoice
 
@@ -201,14 +227,10 @@ def pipeline_ceiling(clip: Path, source: Path, checkpoint_args: dict, out: Path)
         def __call__(self, crops):
             return [c.copy() for c in crops]
 
-    real = job.PartSwapper
     job.PartSwapper = Identity
-    try:
-        result = job.swap(clip, source, ["1"], ModelChoice(**checkpoint_args), output=out, force=True,
-                          detector="haar", device="cpu")
-    finally:
-        job.PartSwapper = real
-    return result.stats.frames / result.stats.seconds
+    result = job.swap(clip, source, ["1"], ModelChoice(checkpoint=checkpoint, preset=preset), output=out, force=True,
+                      detector="haar", device="cpu", max_frames=frames)
+    print(f"identity pipeline: {result.stats.frames} frames")
 
 
 def stages(clip: Path, frames: int) -> dict:
@@ -242,16 +264,38 @@ def main() -> None:
     parser.add_argument("--authors", metavar="REF", help="the authors' code (a checkout of motion-cosegmentation)")
     parser.add_argument("--authors-bench", metavar="PATH", help="authors_swap_speed.py, the script that runs the authors' part_swap.py on today's libraries")
     parser.add_argument("--frames", type=int, default=120, help="frames of the 256x256 clip (and the short memory clip)")
+    parser.add_argument("--short", type=int, help="frames of the short runs that the steady state is measured against (default: a quarter of each row's frames)")
     parser.add_argument("--face-frames", type=int, default=60, help="frames of the 720p clip for cropped vs --no-crop")
     parser.add_argument("--model-frames", type=int, default=12, help="frames per model-alone measurement")
-    parser.add_argument("--psnr-frames", type=int, default=30, help="frames of the bf16 run compared with fp32")
     parser.add_argument("--long", type=int, default=480, help="frames of the long clip for the memory check")
+    parser.add_argument("--precisions", default="fp32,bf16", help="the precisions of the copart swap rows "
+                        "(default fp32,bf16; a CPU without bf16 arithmetic may take very long in bf16)")
+    parser.add_argument("--no-model-bf16", action="store_true", help="leave out the model alone in bf16 (where the "
+                        "CPU has no bf16 arithmetic it costs ten times fp32; the bf16 command row still runs)")
     parser.add_argument("--quick", action="store_true", help="everything small: checks that the benchmark runs")
     parser.add_argument("--markdown", action="store_true", help="print the results as the README's table")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON (- for stdout)")
+    parser.add_argument("--from-json", metavar="FILE", help="print the goals and the table of an earlier run's JSON")
+    parser.add_argument("--resume-json", metavar="FILE", help="keep the command rows that an earlier run cut short "
+                        "(same options, same machine) saved to FILE, and measure the rest")
+    parser.add_argument("--ceiling-child", nargs="+", help=argparse.SUPPRESS)
     opts = parser.parse_args()
+    if opts.from_json:
+        results = json.loads(Path(opts.from_json).read_text())
+        opts.frames, opts.long = results["frames"], results["long"]
+        report(results, opts)
+        return
+    if opts.ceiling_child:
+        clip, source, out, frames, checkpoint, *preset = opts.ceiling_child
+        pipeline_ceiling(Path(clip), Path(source), Path(out), int(frames), Path(checkpoint), *preset)
+        return
     if opts.quick:
-        opts.frames, opts.face_frames, opts.model_frames, opts.psnr_frames, opts.long = 16, 8, 4, 8, 64
+        opts.frames, opts.face_frames, opts.model_frames, opts.long = 16, 8, 4, 64
+    if opts.model_frames < 4:
+        parser.error("--model-frames must be at least 4 (the model alone runs batches of up to 4)")
+
+    def short_of(frames: int) -> int:
+        return min(opts.short, frames - 1) if opts.short else max(2, frames // 4)
 
     from copart import inference, presets
     from copart.loading import resolve_model
@@ -261,182 +305,268 @@ def main() -> None:
         print(text, flush=True)
 
     threads = inference.physical_cores()
+    frames, short = opts.frames, short_of(opts.frames)
     results: dict = {
         "date": datetime.date.today().isoformat(), "cpu": cpu_name(), "torch": torch.__version__,
-        "physical_cores": threads, "load_average_before": [round(x, 2) for x in os.getloadavg()],
+        "physical_cores": threads, "logical_cpus": os.cpu_count(),
+        "load_average_before": [round(x, 2) for x in os.getloadavg()],
         "auto_precision": inference.auto_precision("cpu"), "auto_batch": inference.resolve_batch_size("auto", "cpu"),
-        "frames": opts.frames,
+        "cpu_channels_last": inference.channels_last_for("cpu"),
+        "frames": frames, "short_frames": short, "face_frames": opts.face_frames, "model_frames": opts.model_frames,
+        "long": opts.long, "command": " ".join(sys.argv[1:]), "rows": {},
     }
     log(f"{results['cpu']}, {threads} physical cores, PyTorch {torch.__version__}; load average "
         f"{' '.join(map(str, results['load_average_before']))}; auto: {results['auto_precision']}, "
         f"batch {results['auto_batch']}")
     started = time.perf_counter()
+    rows: dict = results["rows"]
+    earlier = json.loads(Path(opts.resume_json).read_text()) if opts.resume_json else {}
+    if earlier:
+        same = ("cpu", "frames", "short_frames", "face_frames", "model_frames", "long")
+        if any(earlier.get(k) != results[k] for k in same):
+            raise SystemExit(f"--resume-json {opts.resume_json} was measured with other options or on another CPU")
+        results["resumed"] = {"file": opts.resume_json, "rows": sorted(k for k, v in earlier["rows"].items() if v),
+                              "load_average_before": earlier["load_average_before"]}
+
+    def kept(key):
+        """A row the earlier run measured (None: measure it now)."""
+        row = earlier.get("rows", {}).get(key)
+        if row:
+            log(f"{row['name']}: kept from {opts.resume_json}")
+        return row
+
+    def save():
+        """What is measured so far, to --json FILE (a run cut short keeps its rows)."""
+        if opts.json and opts.json != "-":
+            Path(opts.json).write_text(json.dumps(results, indent=1) + "\n")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        bench = find_authors_bench(opts.authors_bench) if opts.authors else None
+        bench = Path(opts.authors_bench) if opts.authors and opts.authors_bench else None
         if opts.authors and (bench is None or not bench.is_file()):
             raise SystemExit("--authors needs authors_swap_speed.py: give --authors-bench PATH")
-        data = tmp / "authors"
+        # The clip at both lengths, each in a folder of its own (the authors' script reads a folder).
+        folders = {frames: tmp / "authors", short: tmp / "authors-short"}
         if bench is not None:
             log("preparing the authors' clip, source and checkpoint ...")
-            authors_run(bench, "prepare", data, Path(opts.authors), opts.frames, threads, log)
-            model_args = {"checkpoint": data / "rand10.pth.tar", "preset": "vox-256-sem-10segments"}
+            for n, folder in folders.items():
+                run_command(authors_command(bench, "prepare", folder, Path(opts.authors), n, threads),
+                            f"{bench.name} prepare")
+            model_args = {"checkpoint": folders[frames] / "rand10.pth.tar", "preset": "vox-256-sem-10segments"}
         else:
-            data.mkdir()
-            square_clip(data / "clip256.mp4", opts.frames)
+            for n, folder in folders.items():
+                folder.mkdir()
+                square_clip(folder / "clip256.mp4", n)
             from skimage import data as samples
 
-            cv2.imwrite(str(data / "source256.png"),
+            cv2.imwrite(str(folders[frames] / "source256.png"),
                         cv2.cvtColor(cv2.resize(samples.astronaut(), (256, 256), interpolation=cv2.INTER_LANCZOS4),
                                      cv2.COLOR_RGB2BGR))
             torch.manual_seed(7)
             config = presets.load("vox-256-sem-10segments")
-            save_atomic(checkpoint_dict(model_from_config(config).model, config), data / "rand10.pth")
-            model_args = {"checkpoint": data / "rand10.pth"}
-        clip, source = data / "clip256.mp4", data / "source256.png"
+            save_atomic(checkpoint_dict(model_from_config(config).model, config), folders[frames] / "rand10.pth")
+            model_args = {"checkpoint": folders[frames] / "rand10.pth"}
+        source = folders[frames] / "source256.png"
         model_flags = ["--checkpoint", model_args["checkpoint"]] + (
             ["--preset", model_args["preset"]] if "preset" in model_args else [])
 
-        # 1. The authors' script.
+        # 1. The authors' script, end to end, on both clips.
         if bench is not None:
-            log("authors' part_swap.py ...")
-            out = authors_run(bench, "authors", data, Path(opts.authors), opts.frames, threads, log)
-            results["authors_fps"] = float(re.search(r"authors_fps ([\d.]+)", out).group(1))
-        else:
-            results["authors_fps"] = None
-            log("authors' part_swap.py: not measured (give --authors REF)")
+            def authors(n, tag):
+                wall, _, out = run_command(authors_command(bench, "authors", folders[n], Path(opts.authors), n, threads),
+                                           f"{bench.name} authors")
+                log(f"    {out.strip().splitlines()[-1]} [whole process {wall:.1f} s]")
+                return wall
 
-        # 2. copart end to end, --no-crop on the same clip.
-        common = [*model_flags, "--parts", "1,2", "--no-crop", "--device", "cpu", clip, source]
-        log("copart swap --no-crop --precision fp32 ...")
-        results["fp32_fps"], results["fp32_rss_mb"] = copart_swap([*common, "--precision", "fp32",
-                                                                  "-o", tmp / "fp32.mp4"], log)
-        log("copart swap --no-crop (defaults) ...")
-        results["defaults_fps"], _ = copart_swap([*common, "-o", tmp / "defaults.mp4"], log)
-        if results["auto_precision"] == "bf16":
-            bf16_out, psnr_frames = tmp / "defaults.mp4", opts.frames
-            results["bf16_fps"] = results["defaults_fps"]
+            rows["authors"] = kept("authors") or measure("authors' part_swap.py", authors, frames, short, log)
+            save()
         else:
-            log(f"copart swap --no-crop --precision bf16 (first {opts.psnr_frames} frames, for its PSNR) ...")
-            bf16_out, psnr_frames = tmp / "bf16.mp4", min(opts.psnr_frames, opts.frames)
-            results["bf16_fps"], _ = copart_swap([*common, "--precision", "bf16", "--max-frames", psnr_frames,
-                                                  "-o", bf16_out], log)
-        results["bf16_psnr_db"] = round(psnr(tmp / "fp32.mp4", bf16_out, psnr_frames), 2)
-        results["defaults_psnr_db"] = round(psnr(tmp / "fp32.mp4", tmp / "defaults.mp4", opts.frames), 2)
+            rows["authors"] = None
+            log("authors' part_swap.py: not measured (give --authors REF --authors-bench PATH)")
 
-        # 3. The model alone.
+        # 2. copart end to end, --no-crop on the same clips, fp32 and bf16 (same frame counts).
+        common = [*model_flags, "--parts", "1,2", "--no-crop", "--device", "cpu"]
+        precisions = opts.precisions.split(",")
+        if "fp32" not in precisions:
+            raise SystemExit("--precisions needs fp32 (the reference of the other rows)")
+        for precision in ("fp32", "bf16"):
+            if precision not in precisions:
+                rows[precision] = None
+                log(f"copart swap --no-crop --precision {precision}: left out (--precisions {opts.precisions})")
+                continue
+            rows[precision] = kept(precision) or measure(
+                f"copart swap --no-crop --precision {precision}",
+                lambda n, tag, p=precision: copart_swap([*common, "--precision", p, folders[n] / "clip256.mp4",
+                                                         source, "-o", tmp / f"{p}-{tag}.mp4"], log)[0],
+                frames, short, log)
+            save()
+        if rows["bf16"] is None:
+            results["bf16_psnr_db"] = None
+        else:
+            results["bf16_psnr_db"] = earlier["bf16_psnr_db"] if "bf16_psnr_db" in earlier and kept("fp32") and \
+                kept("bf16") else round(psnr(tmp / "fp32-long.mp4", tmp / "bf16-long.mp4", frames), 2)
+            log(f"    bf16 output {results['bf16_psnr_db']} dB PSNR from fp32's ({frames} frames)")
+        # The defaults (no precision or batch option) are one of those two on a CPU: not run twice.
+        if results["auto_precision"] in ("fp32", "bf16"):
+            results["defaults_row"] = results["auto_precision"]
+            log(f"copart swap --no-crop with the defaults: auto picks {results['auto_precision']}, batch "
+                f"{results['auto_batch']}: the {results['auto_precision']} row")
+        else:
+            results["defaults_row"] = "defaults"
+            rows["defaults"] = kept("defaults") or measure(
+                "copart swap --no-crop (defaults)",
+                lambda n, tag: copart_swap([*common, folders[n] / "clip256.mp4", source, "-o",
+                                            tmp / f"defaults-{tag}.mp4"], log)[0], frames, short, log)
+            save()
+
+        # 3. The model alone: steady state only (in this process, source cached, after a warm-up batch).
         from copart.media.pipeline import WHOLE, take
         from copart.media.read import MediaReader, read_image
 
         inference.set_compute_threads()
         loaded = resolve_model(**model_args).model.eval()
         face = take(read_image(source), WHOLE, 256)
-        with MediaReader(clip, max_frames=opts.model_frames) as reader:
-            frames = [take(f.image, WHOLE, 256) for f in reader.frames()]
+        with MediaReader(folders[frames] / "clip256.mp4", max_frames=opts.model_frames) as reader:
+            clip_frames = [take(f.image, WHOLE, 256) for f in reader.frames()]
         alone: dict = {}
+
+        def model(key, text, *args, **kwargs):
+            alone[key] = model_alone(loaded, face, clip_frames, *args, **kwargs)
+            log(f"model alone {text}: {alone[key]:.3f} frames/s")
+
         for batch in (1, 2, 4):
-            alone[f"fp32_batch{batch}"] = model_alone(loaded, face, frames, batch, "fp32")
-            log(f"model alone fp32 batch {batch}: {alone[f'fp32_batch{batch}']:.3f} frames/s")
-        if results["auto_precision"] != "fp32":
-            alone["auto_batch1"] = model_alone(loaded, face, frames, 1, results["auto_precision"])
-            log(f"model alone {results['auto_precision']} batch 1: {alone['auto_batch1']:.3f} frames/s")
-        alone["bf16_batch1"] = model_alone(loaded, face, frames, 1, "bf16")
-        log(f"model alone bf16 batch 1: {alone['bf16_batch1']:.3f} frames/s")
-        alone["fp32_batch1_contiguous"] = model_alone(loaded, face, frames, 1, "fp32", channels_last=False)
-        log(f"model alone fp32 batch 1, default (contiguous) layout: {alone['fp32_batch1_contiguous']:.3f} frames/s")
+            model(f"fp32_batch{batch}", f"fp32 batch {batch}", batch, "fp32")
+        if not opts.no_model_bf16:
+            model("bf16_batch1", "bf16 batch 1", 1, "bf16")
+        other_layout = not results["cpu_channels_last"]
+        model("fp32_batch1_other_layout", f"fp32 batch 1, {'channels-last' if other_layout else 'contiguous'} layout",
+              1, "fp32", channels_last=other_layout)
         torch.set_num_threads(1)
-        alone["fp32_batch1_1thread"] = model_alone(loaded, face, frames, 1, "fp32")
+        model("fp32_batch1_1thread", "fp32 batch 1, 1 thread", 1, "fp32")
         torch.set_num_threads(threads)
-        log(f"model alone fp32 batch 1, 1 thread: {alone['fp32_batch1_1thread']:.3f} frames/s")
         results["model_alone_fps"] = {k: round(v, 3) for k, v in alone.items()}
         best_batch = max((1, 2, 4), key=lambda b: alone[f"fp32_batch{b}"])
         results["model_alone_best_batch"] = best_batch
         results["model_alone_best_fps"] = round(alone[f"fp32_batch{best_batch}"], 3)
-        del loaded
+        save()
+        loaded = None  # the model's memory back before the 720p runs
 
-        # 4. The face-cropped default path against --no-crop, on a 720p clip.
+        # 4. The face-cropped default path against --no-crop, on a 720p clip; the pipeline's ceiling.
         hd = tmp / "clip720.mp4"
         hd_clip(hd, max(opts.face_frames, opts.long))
-        face_common = [*model_flags, "--parts", "1,2", "--device", "cpu", "--max-frames", opts.face_frames, hd, source]
-        log(f"copart swap on 1280x720, {opts.face_frames} frames, cropped (Haar) ...")
-        results["cropped_fps"], _ = copart_swap([*face_common, "--detector", "haar", "-o", tmp / "crop.mp4"], log)
-        log("copart swap on 1280x720, --no-crop ...")
-        results["nocrop_720p_fps"], _ = copart_swap([*face_common, "--no-crop", "-o", tmp / "nocrop.mp4"], log)
+        face_frames, face_short = opts.face_frames, short_of(opts.face_frames)
+        results["face_short_frames"] = face_short
+        face_common = [*model_flags, "--parts", "1,2", "--device", "cpu", hd, source]
+        rows["cropped"] = kept("cropped") or measure(
+            "copart swap on 1280x720, cropped (Haar)",
+            lambda n, tag: copart_swap([*face_common, "--max-frames", n, "--detector", "haar",
+                                        "-o", tmp / f"crop-{tag}.mp4"], log)[0], face_frames, face_short, log)
+        save()
+        rows["nocrop_720p"] = kept("nocrop_720p") or measure(
+            "copart swap on 1280x720, --no-crop",
+            lambda n, tag: copart_swap([*face_common, "--max-frames", n, "--no-crop",
+                                        "-o", tmp / f"nocrop-{tag}.mp4"], log)[0], face_frames, face_short, log)
+        save()
 
-        # 5. The pipeline's ceiling: the identity for the model.
-        log("pipeline ceiling (identity model, 720p, cropped, Haar) ...")
-        results["pipeline_ceiling_fps"] = round(pipeline_ceiling(hd, source, model_args, tmp / "ceiling.mp4"), 2)
-        log(f"    {results['pipeline_ceiling_fps']:.1f} frames/s")
+        def ceiling(n, tag):
+            wall, _, _ = run_command([sys.executable, __file__, "--ceiling-child", hd, source, tmp / f"ceiling-{tag}.mp4",
+                                      n, *[str(model_args[k]) for k in ("checkpoint", "preset") if k in model_args]],
+                                     "the pipeline's ceiling")
+            return wall
+
+        rows["pipeline_ceiling"] = kept("pipeline_ceiling") or measure("pipeline ceiling (identity model, 720p, cropped, Haar)", ceiling,
+                                           face_frames, face_short, log)
+        save()
         results["stages_720p_ms"] = stages(hd, min(60, opts.face_frames * 4))
-        results["stages_256_ms"] = stages(clip, opts.frames)
+        results["stages_256_ms"] = stages(folders[frames] / "clip256.mp4", frames)
         log(f"stages alone, ms a frame: 720p {results['stages_720p_ms']}, 256x256 {results['stages_256_ms']}")
 
-        # 6. Memory: the default cropped path, short and long.
+        # 5. Memory: the default cropped path, short and long.
         small = presets.load("cpu-64-sem-5segments")
         save_atomic(checkpoint_dict(model_from_config(small).model, small), tmp / "small.pth")
         peaks = {}
-        for n in (opts.frames, opts.long):
-            fps, rss = copart_swap(["--checkpoint", tmp / "small.pth", "--parts", "1", "--detector", "haar",
-                                    "--device", "cpu", "--max-frames", n, hd, source, "-o", tmp / f"mem{n}.mp4"], log)
+        for n in (frames, opts.long):
+            _, rss = copart_swap(["--checkpoint", tmp / "small.pth", "--parts", "1", "--detector", "haar",
+                                  "--device", "cpu", "--max-frames", n, hd, source, "-o", tmp / f"mem{n}.mp4"], log)
             peaks[n] = rss
             log(f"memory: {n} frames (720p, cropped, cpu-64-sem-5segments) -> peak RSS {rss:.0f} MB")
         results["peak_rss_mb"] = {str(k): round(v) for k, v in peaks.items()}
-        results["memory_growth"] = round(peaks[opts.long] / peaks[opts.frames] - 1, 4)
+        results["memory_growth"] = round(peaks[opts.long] / peaks[frames] - 1, 4)
     results["seconds"] = round(time.perf_counter() - started)
     results["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    save()
+    report(results, opts)
+    if opts.json == "-":
+        print(json.dumps(results, indent=1))
+    elif opts.json:
+        Path(opts.json).write_text(json.dumps(results, indent=1) + "\n")
+
+
+def report(results: dict, opts) -> None:
+    """The goals (pass/fail), and the table with --markdown."""
     results["goals"] = goals(results, opts)
-    log("")
+    print()
     for goal in results["goals"]:
-        log(f"{'PASS' if goal['pass'] else ('FAIL' if goal['pass'] is False else 'n/a ')}  {goal['goal']}: "
-            f"{goal['value']}")
+        print(f"{'PASS' if goal['pass'] else ('FAIL' if goal['pass'] is False else 'n/a ')}  {goal['goal']}: "
+              f"{goal['value']}")
     if opts.markdown:
         print()
         print(markdown(results, opts))
-    if opts.json:
-        text = json.dumps(results, indent=1)
-        if opts.json == "-":
-            print(text)
-        else:
-            Path(opts.json).write_text(text + "\n")
 
 
 def _ratio(a, b):
     return None if a is None or b is None or not b else round(a / b, 3)
 
 
+def _fps(row, measure):
+    return None if row is None else row[measure]
+
+
+MEASURES = (("whole_fps", "whole command"), ("steady_fps", "steady state"))
+
+
 def goals(r: dict, opts) -> list[dict]:
-    alone = r["model_alone_fps"]
+    rows, alone = r["rows"], r["model_alone_fps"]
+    defaults = rows[r["defaults_row"]]
     out = []
 
     def goal(text, value, ok):
         out.append({"goal": text, "value": value, "pass": ok})
 
-    fp32_authors = _ratio(r["fp32_fps"], r["authors_fps"])
-    goal("fp32 end to end >= 1.1x the authors' script", f"{fp32_authors}x" if fp32_authors else "not measured",
-         None if fp32_authors is None else fp32_authors >= 1.1)
-    fp32_alone = _ratio(r["fp32_fps"], r["model_alone_best_fps"])
-    goal(f"fp32 end to end >= 0.95x the model alone at its best batch ({r['model_alone_best_batch']})",
-         f"{fp32_alone}x", fp32_alone >= 0.95)
-    defaults_authors = _ratio(r["defaults_fps"], r["authors_fps"])
-    goal(f"defaults (auto: {r['auto_precision']}) >= 1.6x the authors' script",
-         f"{defaults_authors}x" if defaults_authors else "not measured",
-         None if defaults_authors is None else defaults_authors >= 1.6)
-    goal("bf16 output >= 40 dB PSNR from fp32", f"{r['bf16_psnr_db']} dB", r["bf16_psnr_db"] >= 40)
+    def at_least(text, a, b, target, unit="x"):
+        ratio = _ratio(a, b)
+        goal(text, "not measured" if ratio is None else f"{ratio}{unit}", None if ratio is None else ratio >= target)
+
+    for key, label in MEASURES:
+        at_least(f"fp32 >= 1.1x the authors' script ({label})", _fps(rows["fp32"], key),
+                 _fps(rows["authors"], key), 1.1)
+    at_least(f"fp32 end to end (steady state) >= 0.95x the model alone at its best batch "
+             f"({r['model_alone_best_batch']})", rows["fp32"]["steady_fps"], r["model_alone_best_fps"], 0.95)
+    for key, label in MEASURES:
+        at_least(f"defaults (auto: {r['auto_precision']}) >= 1.6x the authors' script ({label})",
+                 _fps(defaults, key), _fps(rows["authors"], key), 1.6)
+    psnr_db = r["bf16_psnr_db"]
+    goal("bf16 output >= 40 dB PSNR from fp32", "not measured" if psnr_db is None else f"{psnr_db} dB",
+         None if psnr_db is None else psnr_db >= 40)
     batch_auto = alone[f"fp32_batch{r['auto_batch']}"]
     goal(f"batch auto ({r['auto_batch']}) is the fastest batch (within 5 %)",
          f"{_ratio(batch_auto, r['model_alone_best_fps'])}x the best", batch_auto >= 0.95 * r["model_alone_best_fps"])
-    bf16_vs_fp32 = _ratio(alone["bf16_batch1"], alone["fp32_batch1"])
-    goal(f"precision auto ({r['auto_precision']}) is the faster of fp32 and bf16 (within 5 %)",
-         f"bf16 {bf16_vs_fp32}x fp32",
+    # the two commands on the same frames, steady state (the model alone in bf16 may be left out)
+    bf16_vs_fp32 = _ratio(_fps(rows["bf16"], "steady_fps"), rows["fp32"]["steady_fps"])
+    goal(f"precision auto ({r['auto_precision']}) is the faster of fp32 and bf16 (within 5 %, steady state)",
+         "not measured" if bf16_vs_fp32 is None else f"bf16 {bf16_vs_fp32}x fp32",
+         None if bf16_vs_fp32 is None else
          (bf16_vs_fp32 <= 1.05) if r["auto_precision"] == "fp32" else (bf16_vs_fp32 >= 0.95))
     threads_ratio = _ratio(alone["fp32_batch1"], alone["fp32_batch1_1thread"])
     goal(f"{r['physical_cores']} threads (the physical cores) at least as fast as 1 (within 5 %)",
          f"{threads_ratio}x", threads_ratio >= 0.95)
-    layout = _ratio(alone["fp32_batch1"], alone["fp32_batch1_contiguous"])
-    goal("channels-last on the CPU at least as fast as the default layout (within 5 %)", f"{layout}x",
+    default_layout, other_layout = ("channels-last", "contiguous") if r["cpu_channels_last"] else \
+        ("contiguous", "channels-last")
+    layout = _ratio(alone["fp32_batch1"], alone["fp32_batch1_other_layout"])
+    goal(f"the CPU's layout ({default_layout}) at least as fast as {other_layout} (within 5 %)", f"{layout}x",
          layout >= 0.95)
-    cropped = _ratio(r["cropped_fps"], r["nocrop_720p_fps"])
-    goal("face-cropped default path (Haar) >= 0.9x --no-crop (720p)", f"{cropped}x", cropped >= 0.9)
+    for key, label in MEASURES:
+        at_least(f"face-cropped default path (Haar) >= 0.9x --no-crop (720p, {label})", _fps(rows["cropped"], key),
+                 _fps(rows["nocrop_720p"], key), 0.9)
     growth = r["memory_growth"]
     goal(f"peak memory of {opts.long} frames within 10 % of {opts.frames}", f"{100 * growth:+.1f} %",
          abs(growth) <= 0.10)
@@ -444,44 +574,72 @@ def goals(r: dict, opts) -> list[dict]:
 
 
 def markdown(r: dict, opts) -> str:
-    a = r["model_alone_fps"]
+    rows, a = r["rows"], r["model_alone_fps"]
+    authors = rows["authors"]
 
-    def fps(x):
-        return "not measured" if x is None else f"{x:.2f} frames/s"
+    def fps(x):  # three significant digits below 1 frame/s (a slow or busy machine)
+        return "not measured" if x is None else f"{x:.2f} frames/s" if x >= 1 else f"{x:.3g} frames/s"
 
-    def vs_authors(x):
-        ratio = _ratio(x, r["authors_fps"])
+    def vs_authors(x, key):
+        ratio = _ratio(x, _fps(authors, key))
         return "" if ratio is None else f"{ratio:.2f}x"
 
-    rows = [
-        ("authors' part_swap.py (end to end, with its start-up)", fps(r["authors_fps"]), "1.00x" if r["authors_fps"] else ""),
-        ("copart swap --no-crop --precision fp32", fps(r["fp32_fps"]), vs_authors(r["fp32_fps"])),
-        (f"copart swap --no-crop, defaults (auto: {r['auto_precision']}, batch {r['auto_batch']})",
-         fps(r["defaults_fps"]), vs_authors(r["defaults_fps"])),
-        (f"copart swap --no-crop --precision bf16 ({r['bf16_psnr_db']} dB PSNR from fp32)", fps(r["bf16_fps"]),
-         vs_authors(r["bf16_fps"])),
-        *[(f"model alone, fp32, batch {b}", fps(a[f"fp32_batch{b}"]), vs_authors(a[f"fp32_batch{b}"]))
-          for b in (1, 2, 4)],
-        ("model alone, bf16, batch 1", fps(a["bf16_batch1"]), vs_authors(a["bf16_batch1"])),
-        ("model alone, fp32, batch 1, contiguous layout (not channels-last)", fps(a["fp32_batch1_contiguous"]),
-         vs_authors(a["fp32_batch1_contiguous"])),
-        ("model alone, fp32, batch 1, 1 thread", fps(a["fp32_batch1_1thread"]), vs_authors(a["fp32_batch1_1thread"])),
-        ("1280x720, face-cropped default path (Haar)", fps(r["cropped_fps"]), ""),
-        ("1280x720, --no-crop", fps(r["nocrop_720p_fps"]), ""),
-        ("pipeline ceiling: 1280x720, cropped, identity for the model", fps(r["pipeline_ceiling_fps"]), ""),
+    def command(name, row, authors_ratio=True):
+        if row is None:
+            return (name, "not measured", "not measured", "", "", "")
+        startup = "" if row["startup_s"] is None else f"{row['startup_s']:.1f} s"
+        return (name, fps(row["whole_fps"]), fps(row["steady_fps"]), startup,
+                vs_authors(row["whole_fps"], "whole_fps") if authors_ratio else "",
+                vs_authors(row["steady_fps"], "steady_fps") if authors_ratio else "")
+
+    def alone(name, key):
+        return (name, "—", fps(a[key]), "—", "", vs_authors(a[key], "steady_fps"))  # not a command: no start-up
+
+    def defaults_note(precision):
+        return (f" (the defaults here: auto picks {precision}, batch {r['auto_batch']})"
+                if r["defaults_row"] == precision else "")
+
+    other_layout = "contiguous" if r["cpu_channels_last"] else "channels-last"
+    table = [
+        command("authors' part_swap.py (fp32, batch 1)", authors),
+        command("copart swap --no-crop --precision fp32" + defaults_note("fp32"), rows["fp32"]),
+        command("copart swap --no-crop --precision bf16" + (
+            "" if r["bf16_psnr_db"] is None else f" ({r['bf16_psnr_db']} dB PSNR from fp32)") + defaults_note("bf16"),
+            rows["bf16"]),
+        *([command("copart swap --no-crop, defaults", rows["defaults"])] if "defaults" in rows else []),
+        *[alone(f"model alone, fp32, batch {b}", f"fp32_batch{b}") for b in (1, 2, 4)],
+        *([alone("model alone, bf16, batch 1", "bf16_batch1")] if "bf16_batch1" in a else []),
+        alone(f"model alone, fp32, batch 1, {other_layout} layout (not the CPU's)", "fp32_batch1_other_layout"),
+        alone("model alone, fp32, batch 1, 1 thread", "fp32_batch1_1thread"),
+        command("1280x720, face-cropped default path (Haar)", rows["cropped"], False),
+        command("1280x720, --no-crop", rows["nocrop_720p"], False),
+        command("pipeline ceiling: 1280x720, cropped, identity for the model", rows["pipeline_ceiling"], False),
     ]
-    lines = ["| | speed | / authors |", "| --- | --- | --- |"]
-    lines += [f"| {name} | {value} | {ratio} |" for name, value, ratio in rows]
+    lines = ["| | whole command | steady state | start-up | whole / authors | steady / authors |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in table]
     lines += ["", "| goal | measured | |", "| --- | --- | --- |"]
     for g in r["goals"]:
         mark = "pass" if g["pass"] else ("**fail**" if g["pass"] is False else "not measured")
         lines.append(f"| {g['goal']} | {g['value']} | {mark} |")
     rss = r["peak_rss_mb"]
-    lines += ["", f"Peak memory (720p, cropped, cpu-64-sem-5segments): {rss[str(opts.frames)]} MB for {opts.frames} "
-              f"frames, {rss[str(opts.long)]} MB for {opts.long}. Stages alone, ms a frame: 720p "
-              f"{r['stages_720p_ms']}; 256x256 {r['stages_256_ms']}. Measured {r['date']} on {r['cpu']} "
-              f"({r['physical_cores']} physical cores), PyTorch {r['torch']}, load average "
-              f"{r['load_average_before'][0]} before and {r['load_average_after'][0]} after; {r['seconds']} s in all."]
+    shared = max(r["load_average_before"][0], r["load_average_after"][0]) > r["physical_cores"]
+    lines += ["", (f"Whole command: the frames over the wall-clock time of the whole process (its start-up, "
+                   f"imports, model load and source encoding included, as a user waits for them) on {r['frames']} "
+                   f"frames ({r['face_frames']} at 720p). Steady state: the frames/s after the first ones, from the "
+                   f"same command on {r['short_frames']} frames ({r['face_short_frames']} at 720p): (long - short "
+                   f"frames) / (long - short seconds); start-up: what the long run took beyond its frames at that "
+                   f"rate. The model alone has a steady state only: in one process, the source cached, after a "
+                   f"warm-up batch, {r['model_frames']} frames, no decoding or encoding."),
+              "", (f"Peak memory (720p, cropped, cpu-64-sem-5segments): {rss[str(opts.frames)]} MB for "
+                   f"{opts.frames} frames, {rss[str(opts.long)]} MB for {opts.long}. Stages alone, ms a frame: 720p "
+                   f"{r['stages_720p_ms']}; 256x256 {r['stages_256_ms']}. Measured {r['date']} on {r['cpu']} "
+                   f"({r['physical_cores']} physical cores), PyTorch {r['torch']}, load average "
+                   f"{r['load_average_before'][0]} before and {r['load_average_after'][0]} after"
+                   + (" (the machine was shared with other work)" if shared else "") + f"; {r['seconds']} s in all"
+                   + (f" (resumed: {', '.join(r['resumed']['rows'])} from the same command cut short just before, "
+                      f"load average {r['resumed']['load_average_before'][0]} at its start)" if r.get("resumed")
+                      else "") + ".")]
     return "\n".join(lines)
 
 

@@ -330,8 +330,7 @@ def run(folder: Path, steps: int = 800, quick: bool = False, report: Reporter = 
                 pictures / "legend.png")
     source = _frames(held_out, [0])[0]
     target, result = _frames(other, [frames // 2])[0], _frames(swap_video, [frames // 2])[0]
-    difference = np.abs(result.astype(np.int16) - target.astype(np.int16)).max(-1).clip(0, 255).astype(np.uint8)
-    write_image(_strip([source, target, result, np.repeat(difference[..., None] * 4, 3, -1).clip(0, 255).astype(np.uint8)],
+    write_image(_strip([source, target, result, render.change_picture(target, result, gain=4)],
                        titles=["source", "target", f"{label} swapped", "change x4"],
                        caption=f"copart swap --parts {part} --keep-outside: the target takes the source's {label} "
                                f"(channels {channels}) in its own pose. " + (

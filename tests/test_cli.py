@@ -207,69 +207,6 @@ def test_the_command_line_adds_its_advice_to_core_errors():
         " ".join(result.stderr.split())
 
 
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
-    parts[0] = {"copart_cli": "copart", "models": "copart.models", "presets": "copart.presets"}[parts[0]]
-    name = ".".join(parts)
-    return name[: -len(".__init__")] if name.endswith(".__init__") else name
-
-
-def _imports(path: Path, name: str) -> set[str]:
-    import ast
-
-    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
-            found |= {f"{base}.{alias.name}" for alias in node.names} | {base}
-    return {i for i in found if i.startswith("copart")}
-
-
-# Each layer, and the layers below it that it may import (imports run one way).
-LAYERS = [
-    ("copart.app", {"copart.commands", "copart.ui", "copart.hub", "copart.models.errors", "copart"}),
-    ("copart.commands", {"copart.commands.options", "copart.ui", "copart.demo", "copart.editing", "copart.training",
-                         "copart.evaluation", "copart.loading", "copart.hub", "copart.models"}),
-    ("copart.ui", set()),
-    ("copart.demo", {"copart.editing", "copart.training", "copart.evaluation", "copart.loading", "copart.media",
-                     "copart.models"}),
-    ("copart.editing", {"copart.editing", "copart.inference", "copart.loading", "copart.media", "copart.models"}),
-    ("copart.evaluation", {"copart.evaluation", "copart.inference", "copart.loading", "copart.media", "copart.hub",
-                           "copart.models"}),
-    ("copart.training", {"copart.training", "copart.presets", "copart.media", "copart.hub", "copart.models", "copart"}),
-    ("copart.loading", {"copart.hub", "copart.presets", "copart.models", "copart"}),
-    ("copart.hub", {"copart.presets", "copart.models", "copart"}),
-    ("copart.inference", {"copart.models"}),
-    ("copart.media", {"copart.media", "copart.hub", "copart.models"}),  # the hub: every download (S3FD's too)
-    ("copart.presets", {"copart.models.errors"}),
-    ("copart.models", {"copart.models"}),
-]
-
-
-def test_imports_run_one_way():
-    """app -> commands -> jobs -> loading / inference -> media -> models; no command imports another."""
-    wrong = []
-    for path in sorted(p for d in ("copart_cli", "models", "presets") for p in (ROOT / d).rglob("*.py")):
-        name = _module_name(path)
-        if name in ("copart", "copart.__main__"):
-            continue
-        layer, allowed = next((layer, allowed) for layer, allowed in LAYERS
-                              if name == layer or name.startswith(layer + "."))
-        for imported in _imports(path, name):
-            if name.startswith("copart.commands.") and imported.startswith("copart.commands."):
-                if imported != "copart.commands.options":  # no command imports another
-                    wrong.append(f"{name} imports {imported}")
-            elif not (imported == "copart" or imported == layer or imported.startswith(layer + ".")
-                      or any(imported == a or imported.startswith(a + ".") for a in allowed)):
-                wrong.append(f"{name} imports {imported}")
-    assert not wrong, wrong
-
-
 def test_the_readme_python_example_runs(tmp_path, monkeypatch):
     """The README's Python example, as written, on a random-weight file of the published layout."""
     import re

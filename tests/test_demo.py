@@ -127,3 +127,25 @@ def test_the_demo_time_is_one_range_in_the_readme_and_the_help():
     # the measurements quoted lie inside the range
     seconds = [int(s) for s in re.findall(r"(\d{3}) s", page[: page.index("What the demo shows")])]
     assert seconds and all(6 * 60 <= s <= 12 * 60 for s in seconds), seconds
+
+
+def test_the_change_panel_shows_a_large_change_bright():
+    """The swap picture's "change x4" panel: a change of 200 levels is white, not wrapped round to dark."""
+    import numpy as np
+
+    from copart.media.render import change_picture
+
+    before = np.zeros((4, 6, 3), np.uint8)
+    after = before.copy()
+    after[0, 0] = (200, 0, 0)  # large: x4 = 800, white (in uint8 it wraps to 32)
+    after[1, 1] = (0, 0, 100)  # 400: white (wraps to 144)
+    after[2, 2] = (0, 64, 0)  # exactly white
+    after[3, 3] = (10, 3, 0)  # small: 40, as it is
+    before[3, 4] = 250  # darker after than before counts the same: 250 levels
+    panel = change_picture(before, after)
+    assert panel.dtype == np.uint8 and panel.shape == (4, 6, 3)
+    assert (panel[..., 0] == panel[..., 1]).all() and (panel[..., 1] == panel[..., 2]).all()
+    grey = panel[..., 0]
+    assert grey[0, 0] == grey[1, 1] == grey[2, 2] == grey[3, 4] == 255
+    assert grey[3, 3] == 40
+    assert np.count_nonzero(grey) == 5

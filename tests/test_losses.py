@@ -204,3 +204,71 @@ def test_one_training_step_changes_weights_with_finite_losses():
     for key in ("segmentation_module.segmentation.weight", "segmentation_module.shift.weight",
                 "segmentation_module.affine.weight", "reconstruction_module.final.weight"):
         assert not torch.equal(before[key], after[key]), key
+
+
+# The concentration loss on the case that broke its first version: a collapse (all of the figure
+# in one part) with the K - 1 empty channels KEPT, as a K-part model outputs it. That version
+# averaged the parts' spreads without their masses, so the empty channels averaged in as ~0 and
+# the collapse cost 1/K of its spread, hardly more than the true parts (here 0.019 against 0.016
+# at K = 10; mass-weighted, 0.166 against 0.032), and training fell into it. Both properties
+# below hold for copart's loss and fail for that version, which is written out here to show that
+# the test tells them apart.
+def _per_part_mean_concentration(seg, eps: float = 1e-6) -> torch.Tensor:
+    """The first version: each part's spatial variance around its centre, averaged over the K parts."""
+    from copart.models.blocks import make_coordinate_grid
+
+    parts = seg.segmentation[:, 1:]
+    b, k, h, w = parts.shape
+    grid = make_coordinate_grid(h, w, dtype=parts.dtype).view(1, 1, h * w, 2)
+    weights = parts.reshape(b, k, h * w)
+    weights = weights / (weights.sum(dim=2, keepdim=True) + eps)
+    centre = (weights.unsqueeze(-1) * grid).sum(dim=2, keepdim=True)
+    return (weights * ((grid - centre) ** 2).sum(-1)).sum(dim=2).mean()
+
+
+def _true_parts_and_collapse(k: int = 10):
+    """``(true, collapse, labels)``: soft maps ``(T, K+1, 64, 64)`` of copart's synthetic figures
+    (5 parts, channels 1-5 of K; the other channels ~empty) and of the same figures in one part
+    (channel 1), every other part channel kept with ~zero mass (1e-12 a pixel)."""
+    import numpy as np
+
+    from copart.training.synthetic import render_video
+
+    _, labels, _ = render_video(3, frames=4, size=64)
+    labels = torch.from_numpy(labels.astype(np.int64))
+
+    def maps(hard):
+        soft = torch.nn.functional.one_hot(hard, k + 1).permute(0, 3, 1, 2).double() + 1e-12
+        return soft / soft.sum(1, keepdim=True)
+
+    return maps(labels), maps((labels > 0).long()), labels
+
+
+def _spread(points: torch.Tensor) -> float:
+    """Mean squared distance of ``(N, 2)`` points to their mean."""
+    return float(((points - points.mean(0)) ** 2).sum(1).mean())
+
+
+@pytest.mark.parametrize("implementation, holds", [(losses.concentration_loss, True),
+                                                    (_per_part_mean_concentration, False)],
+                         ids=["copart (mass-weighted)", "per-part mean (the version that collapsed)"])
+def test_concentration_with_the_empty_channels_kept_does_not_reward_a_collapse(implementation, holds):
+    from copart.models.blocks import make_coordinate_grid
+    from copart.models.segmentation import PartSegmentation
+
+    true, collapse, labels = _true_parts_and_collapse(k=10)
+    seg = lambda maps: PartSegmentation(maps, torch.zeros(len(maps), 10, 2, dtype=maps.dtype), None)
+    cost_true, cost_collapse = float(implementation(seg(true))), float(implementation(seg(collapse)))
+    # The collapse costs the figure's whole spread, whatever the number of empty channels beside
+    # it (computed here from the pixels' coordinates, frame by frame) ...
+    grid = make_coordinate_grid(64, 64, dtype=torch.float64)
+    whole = sum(_spread(grid[labels[t] > 0]) for t in range(len(labels))) / len(labels)
+    collapse_costs_its_spread = cost_collapse == pytest.approx(whole, rel=1e-3)
+    # ... and several times what the true parts cost: the figure split at its joints is clearly cheaper.
+    true_parts_clearly_cheaper = cost_collapse > 2 * cost_true
+    assert collapse_costs_its_spread is holds, (cost_collapse, whole)
+    assert true_parts_clearly_cheaper is holds, (cost_true, cost_collapse)
+    if holds:  # the mass-weighted loss is the parts' within-part variance: by hand, part by part
+        within = [sum(_spread(grid[labels[t] == p]) * int((labels[t] == p).sum()) for p in range(1, 6))
+                  / int((labels[t] > 0).sum()) for t in range(len(labels))]
+        assert cost_true == pytest.approx(sum(within) / len(within), rel=1e-3)

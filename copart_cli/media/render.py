@@ -108,3 +108,12 @@ def legend(colours: np.ndarray, part_names: Optional[dict] = None, title: str = 
         cv2.putText(image, label, (pad + 52, y + 19), font, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
         y += row
     return image
+
+
+def change_picture(before: np.ndarray, after: np.ndarray, gain: int = 4) -> np.ndarray:
+    """``(H, W, 3)`` uint8 grey picture of how much ``after`` differs from ``before`` (both
+    ``(H, W, 3)`` uint8): each pixel's largest change over the channels, times ``gain``, clipped
+    to 255 (a change of 64 levels or more is white)."""
+    difference = np.abs(after.astype(np.int32) - before.astype(np.int32)).max(-1)
+    # scaled in int32 and clipped before it becomes uint8: in uint8, 4 x 200 would wrap to 32 (dark)
+    return np.repeat((difference * gain).clip(0, 255).astype(np.uint8)[..., None], 3, -1)
