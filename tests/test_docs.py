@@ -19,3 +19,18 @@ def test_every_relative_link_and_picture_exists():
     for page in [ROOT / "README.md", *PAGES]:
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
             assert (page.parent / target).exists(), f"{page.name} links to {target}, which is missing"
+
+
+def test_every_commands_help_points_to_an_existing_docs_page():
+    import importlib
+
+    names = [p.stem for p in (ROOT / "copart_cli" / "commands").glob("*.py") if p.stem not in ("__init__", "options")]
+    for name in names:
+        module = importlib.import_module(f"copart.commands.{name}")
+        epilog = getattr(module, "EPILOG", None)
+        if epilog is None:
+            continue
+        pages = re.findall(r"docs/([\w-]+\.md)", epilog)
+        assert pages, f"copart {name} --help names no docs page"
+        for page in pages:
+            assert (ROOT / "docs" / page).exists(), f"copart {name} --help names docs/{page}, which is missing"
