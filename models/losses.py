@@ -228,6 +228,38 @@ def concentration_loss(seg: PartSegmentation, eps: float = 1e-6) -> torch.Tensor
     return ((spread * mass).sum(1) / (mass.sum(1) + eps)).mean()
 
 
+def foreground_split_loss(seg: PartSegmentation, eps: float = 1e-2) -> torch.Tensor:
+    """How compactly the parts split the foreground, as a within / total ratio (k-means'
+    objective normalised): ``W / T`` with ``W = sum_z f(z) sum_k q_k(z) |z - c_k|^2`` (each
+    foreground pixel's squared distance to its part's centre) and ``T = sum_z f(z) |z - c_f|^2``
+    (the foreground's own spread), where ``f = 1 - Y_0`` is the foreground *with its gradient
+    stopped* and ``q_k = Y_k / f`` the parts' shares of it (the softmax over the part channels
+    alone, so the background channel does not enter it).
+
+    Unlike ``concentration_loss`` it cannot be lowered by giving pixels to the background: it
+    only decides how the foreground (which the reconstruction decides) is split. It is 1 for
+    one part over the whole figure, lower the more compact the parts, and 1 (its largest value)
+    for an empty foreground (``eps``, in pixels times squared grid units, sets how empty)."""
+    parts = seg.segmentation[:, 1:]
+    b, k, h, w = parts.shape
+    grid = make_coordinate_grid(h, w, dtype=parts.dtype, device=parts.device).view(1, 1, h * w, 2)
+    parts = parts.reshape(b, k, h * w)
+    total_mass = parts.sum(dim=1, keepdim=True)  # (B, 1, N)
+    share = parts / total_mass.clamp_min(1e-12)
+    foreground = total_mass.detach()
+    weights = share * foreground  # (B, K, N): the foreground split by the parts
+    mass = weights.sum(dim=2, keepdim=True)
+    centre = (weights.unsqueeze(-1) * grid).sum(dim=2, keepdim=True) / (mass.unsqueeze(-1) + 1e-12)
+    within = (weights * ((grid - centre) ** 2).sum(-1)).sum(dim=(1, 2))
+    fg_centre = (foreground.unsqueeze(-1) * grid).sum(dim=2, keepdim=True) / (foreground.sum(2, keepdim=True).unsqueeze(-1) + 1e-12)
+    total = (foreground * ((grid - fg_centre) ** 2).sum(-1)).sum(dim=(1, 2))
+    return ((within + eps) / (total + eps)).mean()
+
+
+# train_params.concentration: which concentration term loss_weights.concentration weighs.
+CONCENTRATIONS = {"mass-weighted": concentration_loss, "foreground-split": foreground_split_loss}
+
+
 def reconstruction_loss(train_params: dict, num_channels: int = 3, loss: Optional[str] = None, download: bool = True):
     """The reconstruction loss a configuration's ``train_params`` asks for:
     ``loss: perceptual`` (default; VGG-19) or ``loss: pixel``."""
@@ -256,13 +288,18 @@ class Objective(nn.Module):
         self.equivariance_weight = float(train_params.get("loss_weights", {}).get("equivariance", 10))
         self.transform_params = train_params.get("transform_params", {"sigma_affine": 0.05})
         self.concentration_weight = float(train_params.get("loss_weights", {}).get("concentration", 0))
+        form = train_params.get("concentration", "mass-weighted")
+        if form not in CONCENTRATIONS:
+            raise CopartError(f"Unknown concentration term '{form}' (train_params.concentration); choose "
+                              f"{' or '.join(CONCENTRATIONS)}.")
+        self.concentration = CONCENTRATIONS[form]
 
     def forward(self, model, source: torch.Tensor, target: torch.Tensor, generator: Optional[torch.Generator] = None):
         generated = model(source, target)
         losses = {self.kind: self.reconstruction(generated["prediction"], target)}
         if self.concentration_weight:
             losses["concentration"] = self.concentration_weight * (
-                concentration_loss(generated["seg_source"]) + concentration_loss(generated["seg_target"])) / 2
+                self.concentration(generated["seg_source"]) + self.concentration(generated["seg_target"])) / 2
         if self.equivariance_weight:
             transform = Transform.from_params(target.shape[0], self.transform_params, generator)
             transformed = transform.transform_frame(target)
@@ -283,6 +320,8 @@ __all__ = [
     "Transform",
     "equivariance_loss",
     "concentration_loss",
+    "foreground_split_loss",
+    "CONCENTRATIONS",
     "reconstruction_loss",
     "Objective",
     "VGG19_FILE",
