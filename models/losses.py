@@ -233,8 +233,8 @@ def foreground_split_loss(seg: PartSegmentation, eps: float = 1e-2) -> torch.Ten
     objective normalised): ``W / T`` with ``W = sum_z f(z) sum_k q_k(z) |z - c_k|^2`` (each
     foreground pixel's squared distance to its part's centre) and ``T = sum_z f(z) |z - c_f|^2``
     (the foreground's own spread), where ``f = 1 - Y_0`` is the foreground *with its gradient
-    stopped* and ``q_k = Y_k / f`` the parts' shares of it (the softmax over the part channels
-    alone, so the background channel does not enter it).
+    stopped* and set to 0 where it is under 1/2, and ``q_k = Y_k / (1 - Y_0)`` the parts' shares
+    of it (the softmax over the part channels alone, so the background channel does not enter it).
 
     Unlike ``concentration_loss`` it cannot be lowered by giving pixels to the background: it
     only decides how the foreground (which the reconstruction decides) is split. It is 1 for
@@ -247,6 +247,9 @@ def foreground_split_loss(seg: PartSegmentation, eps: float = 1e-2) -> torch.Ten
     total_mass = parts.sum(dim=1, keepdim=True)  # (B, 1, N)
     share = parts / total_mass.clamp_min(1e-12)
     foreground = total_mass.detach()
+    # Only the pixels that are more foreground than background are split: on the others, sharpening
+    # the parts' shares would raise the foreground (a softmax's log-sum-exp grows as it sharpens).
+    foreground = foreground * (foreground > 0.5)
     weights = share * foreground  # (B, K, N): the foreground split by the parts
     mass = weights.sum(dim=2, keepdim=True)
     centre = (weights.unsqueeze(-1) * grid).sum(dim=2, keepdim=True) / (mass.unsqueeze(-1) + 1e-12)

@@ -80,7 +80,7 @@ def descend(term, logits: torch.Tensor, steps: int = 150, lr: float = 0.1) -> to
 def test_one_blob_is_not_a_minimum_of_the_foreground_split(truth):
     channels = 11
     torch.manual_seed(0)
-    start = logits_of((truth > 0).long() * 1, channels) + 0.1 * torch.randn(len(truth), channels, 32, 32)
+    start = logits_of((truth > 0).long(), channels, sharpness=4.0) + 0.1 * torch.randn(len(truth), channels, 32, 32)
     out = descend(foreground_split_loss, start, steps=200)
     figure = truth > 0
     found = out[:, 1:].argmax(1)[figure]
