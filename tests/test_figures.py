@@ -95,3 +95,23 @@ def test_the_command_takes_a_kind_and_refuses_an_unknown_one(tmp_path, capsys):
     code, output = run(capsys, "synthetic", tmp_path / "d", "--kind", "octopus")
     assert code != 0 and "Unknown kind of figure 'octopus'" in " ".join(output.split())
     assert "Traceback" not in output and not (tmp_path / "d").exists()
+
+
+def test_the_benchmark_summary_gives_the_worst_kind_and_keeps_held_out_kinds_apart():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from train_benchmark import summary
+
+    row = lambda kind, nmi, iou, largest, held=False: {"recipe": "r", "kind": kind, "held_out": held,
+                                                       "part_nmi": nmi, "iou": iou, "largest_part": largest}
+    rows = [row("five", 0.5, 0.7, 0.3), row("five", 0.3, 0.5, 0.5), row("limbs10", 0.2, 0.8, 0.9),
+            row("camera", 0.1, 0.2, 0.6, held=True)]
+    tuning, held = summary(rows)
+    assert tuning["kinds"] == "tuning" and tuning["runs"] == 3 and held["kinds"] == "held out" and held["runs"] == 1
+    assert tuning["part_nmi_mean"] == pytest.approx(1 / 3, abs=1e-3)
+    assert (tuning["part_nmi_worst"], tuning["part_nmi_worst_kind"]) == (0.2, "limbs10")
+    assert (tuning["iou_worst"], tuning["iou_worst_kind"]) == (0.6, "five")  # the kind's mean over seeds
+    assert (tuning["largest_part_worst"], tuning["largest_part_worst_kind"]) == (0.9, "limbs10")
+    assert held["part_nmi_worst_kind"] == "camera"
