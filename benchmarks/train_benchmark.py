@@ -1,12 +1,24 @@
 """Does training learn parts? Train recipes on synthetic articulated-motion videos, then score.
 
     python benchmarks/train_benchmark.py [--recipe paper --recipe copart] [--minutes 20 | --steps N]
-                                         [--seeds 0 1] [--threads 2] [--out bench-train]
+                                         [--kinds five limbs10 ...] [--seeds 0 1] [--threads 2]
+                                         [--out bench-train]
 
-Generates copart's synthetic videos (64 px figures of five rigid parts with exact part labels and
-landmarks; 24 training clips, 4 held out), trains each recipe on the `cpu-64-sem-10segments`
-architecture with the pixel-pyramid loss on the CPU, for a time budget or a number of steps, once
-per seed, and scores on the held-out clips:
+For each kind of figure (`copart.training.figures.KINDS`, default all), generates copart's
+synthetic videos of that kind (64 px articulated figures with exact part labels and landmarks; 24
+training clips, 4 held out), trains each recipe on the `cpu-64-sem-10segments` architecture with
+the pixel-pyramid loss on the CPU, for a time budget or a number of steps, once per seed, and scores
+on the held-out clips. The kinds:
+
+- `five`: five thick parts (copart's original clips); `limbs10`: ten thin limbs (upper and lower
+  arms, thighs, shins, head, torso); `textured`: the ten thin limbs with busy textures in new
+  colours per video over a busy background -- these three are the TUNING kinds;
+- `small` (the five-part figure at half size), `camera` (thin limbs over a panning background) and
+  `pair` (two figures) are HELD OUT of tuning: decided before any recipe was tuned, they are scored
+  in their own rows and never used to choose a recipe or a weight.
+
+The summary gives, per recipe, the mean and the worst kind of the tuning kinds, and the same of
+the held-out kinds, beside each kind's own rows. The scores:
 
 - part NMI: normalised mutual information between the most likely part and the true part, over
   the figures' pixels (1: the parts are the true parts up to names; 0: unrelated);
@@ -21,6 +33,14 @@ preset ships (its defaults); the others change one lever from `paper`. `--set ke
 changes any configuration key of every recipe run (e.g. `--set train_params.loss_weights.concentration=5`).
 An appearance-only baseline (k-means on colour and position, per image) and the untrained model
 are scored too. Prints a markdown table (README-ready) and JSON, with the CPU's name.
+
+`split-N` recipes use `train_params.concentration: foreground-split` (models/losses.py). Short
+runs so far (2026-12-01, AMD EPYC, 1 thread each, batch 8, seed 0, the 2-core machine shared by
+other sessions and up to five of these runs): on limbs10 at 300 steps it kept the foreground near
+the paper's (fg IoU 0.435 vs 0.451; the mass-weighted presets' term 0.367) with part NMI 0.405
+(paper 0.119, mass-weighted 0.353); on the held-out `camera` kind at 150 steps it gave the whole
+frame to the parts (fg IoU 0.13 vs the paper's 0.37), so it is not a default. Rerun with
+`--recipe paper --recipe copart --recipe split-10 --set train_params.batch_size=8 --steps 300`.
 """
 
 from __future__ import annotations
@@ -42,6 +62,7 @@ from copart.media.read import MediaReader
 from copart.models import CoPartModel, ModelConfig
 from copart.models.checkpoint import load_model, read_checkpoint
 from copart.training.loop import TrainSettings, train
+from copart.training.figures import HELD_OUT_KINDS, KINDS
 from copart.training.synthetic import generate
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -54,7 +75,7 @@ PAPER = {f"{SEG}.part_temperature": 1.0, f"{SEG}.region_estimate": "regressed",
          "train_params.loss_weights.concentration": 0, "train_params.warmup_steps": 0,
          "dataset_params.min_frame_distance": 0, "train_params.loss_weights.equivariance": 10,
          "train_params.lr_segmentation": 2.0e-4, "train_params.lr_reconstruction": 2.0e-4,
-         "train_params.batch_size": 16}
+         "train_params.batch_size": 16, "train_params.concentration": "mass-weighted"}
 # One lever each, on top of the paper's recipe.
 RECIPES = {
     "paper": {},
@@ -67,8 +88,12 @@ RECIPES = {
     "pairs-12-apart": {"dataset_params.min_frame_distance": 12},
     "concentration-1": {"train_params.loss_weights.concentration": 1},
     "concentration-5": {"train_params.loss_weights.concentration": 5},
-    "concentration-10": {"train_params.loss_weights.concentration": 10},
+    "concentration-10": {"train_params.loss_weights.concentration": 10},  # the cpu-64 presets' recipe before issue 21
     "batch-8": {"train_params.batch_size": 8},
+    # The foreground-split concentration term (models/losses.py: foreground_split_loss).
+    "split-1": {"train_params.loss_weights.concentration": 1, "train_params.concentration": "foreground-split"},
+    "split-10": {"train_params.loss_weights.concentration": 10, "train_params.concentration": "foreground-split"},
+    "split-30": {"train_params.loss_weights.concentration": 30, "train_params.concentration": "foreground-split"},
 }
 
 
@@ -134,12 +159,39 @@ def parse_sets(items) -> dict:
     return out
 
 
+def summary(rows: list[dict], keys=("part_nmi", "iou", "largest_part")) -> list[dict]:
+    """Per recipe and per group of kinds (tuning, held out): the mean over that group's rows and
+    the worst kind (the kind whose mean over seeds is worst: lowest part NMI, lowest fg IoU,
+    largest largest part)."""
+    out = []
+    for recipe in dict.fromkeys(r["recipe"] for r in rows):
+        for held_out in (False, True):
+            group = [r for r in rows if r["recipe"] == recipe and r.get("held_out", False) == held_out]
+            if not group:
+                continue
+            per_kind = {}
+            for r in group:
+                per_kind.setdefault(r["kind"], []).append(r)
+            line = {"recipe": recipe, "kinds": "held out" if held_out else "tuning", "runs": len(group)}
+            for key in keys:
+                means = {k: float(np.mean([r[key] for r in v])) for k, v in per_kind.items()}
+                worst = max(means, key=means.get) if key == "largest_part" else min(means, key=means.get)
+                line[f"{key}_mean"] = round(float(np.mean([r[key] for r in group])), 3)
+                line[f"{key}_worst"] = round(means[worst], 3)
+                line[f"{key}_worst_kind"] = worst
+            out.append(line)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", action="append", choices=list(RECIPES), help="Recipe(s) to train (default: paper, copart).")
     parser.add_argument("--minutes", type=float, default=None, help="Training time per run (default 20 unless --steps).")
     parser.add_argument("--steps", type=int, default=None, help="Training steps per run instead of a time budget.")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--kinds", nargs="+", choices=list(KINDS), default=list(KINDS),
+                        help="Kinds of figure to train and score on (default: all; held out of tuning: "
+                             + ", ".join(HELD_OUT_KINDS) + ").")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("bench-train"))
     parser.add_argument("--set", action="append", dest="sets", metavar="KEY=VALUE", help="Change a configuration key.")
@@ -150,37 +202,44 @@ def main() -> None:
     opts = parser.parse_args()
     torch.set_num_threads(opts.threads)
     minutes = opts.minutes if opts.minutes is not None or opts.steps is not None else 20.0
-    data = opts.out / "data"
-    generate(data, videos=28, frames=48, size=64, test=4)
-    fit = dict(zip(("images", "landmarks", "masks", "labels"), frames_and_truth(data, "train", every=4)))
-    test = dict(zip(("images", "landmarks", "masks", "labels"), frames_and_truth(data, "test", every=1)))
     extra = parse_sets(opts.sets)
     rows = []
-    for name in opts.recipe or ["paper", "copart"]:
-        for seed in opts.seeds:
-            budget = f"{minutes:g}min" if minutes else f"{opts.steps}steps"
-            run = opts.out / f"{name}{opts.tag}-{budget}-seed{seed}"
-            config = recipe_config(name, extra)
-            if not (run / "result.json").exists():
-                started = time.perf_counter()
-                report = train(config, run, TrainSettings(
-                    data=str(data), steps=opts.steps, batch_size=int(config["train_params"]["batch_size"]), seed=seed,
-                    workers=1, checkpoint_every=10**6, checkpoint_minutes=0, vis_every=0, loss="pixel",
-                    minutes=minutes), label=name, force=True,
-                    on_step=lambda s, t, l, r: print(f"{name} seed {seed} step {s}/{t} loss {l['total']:.3f} "
-                                                     f"{r:.1f} pairs/s", flush=True) if s % 100 == 0 else None)
-                seconds = time.perf_counter() - started
-                model = load_model(run / "checkpoint.pth").model
-                result = {"recipe": name, "seed": seed, "steps": report.step, "minutes": round(seconds / 60, 2),
-                          "pairs_per_s": round(report.pairs_per_second, 2), "sets": extra,
-                          **score(segment(model, fit["images"]), segment(model, test["images"]), fit, test)}
-                (run / "result.json").write_text(json.dumps(result, indent=1))
-            rows.append(json.loads((run / "result.json").read_text()))
-            print(json.dumps(rows[-1]), flush=True)
-    for run in opts.score or []:
+    sets = {}
+    for kind in opts.kinds:
+        data = opts.out / "data" if kind == "five" else opts.out / f"data-{kind}"
+        generate(data, videos=28, frames=48, size=64, test=4, kind=kind)
+        fit = dict(zip(("images", "landmarks", "masks", "labels"), frames_and_truth(data, "train", every=4)))
+        test = dict(zip(("images", "landmarks", "masks", "labels"), frames_and_truth(data, "test", every=1)))
+        sets[kind] = (data, fit, test)
+        tags = {"kind": kind, "held_out": kind in HELD_OUT_KINDS}
+        for name in opts.recipe or ["paper", "copart"]:
+            for seed in opts.seeds:
+                budget = f"{minutes:g}min" if minutes else f"{opts.steps}steps"
+                prefix = "" if kind == "five" else f"{kind}-"
+                run = opts.out / f"{prefix}{name}{opts.tag}-{budget}-seed{seed}"
+                config = recipe_config(name, extra)
+                if not (run / "result.json").exists():
+                    started = time.perf_counter()
+                    report = train(config, run, TrainSettings(
+                        data=str(data), steps=opts.steps, batch_size=int(config["train_params"]["batch_size"]),
+                        seed=seed, workers=1, checkpoint_every=10**6, checkpoint_minutes=0, vis_every=0,
+                        loss="pixel", minutes=minutes), label=name, force=True,
+                        on_step=lambda s, t, l, r: print(f"{kind} {name} seed {seed} step {s}/{t} loss {l['total']:.3f} "
+                                                         f"{r:.1f} pairs/s", flush=True) if s % 100 == 0 else None)
+                    seconds = time.perf_counter() - started
+                    model = load_model(run / "checkpoint.pth").model
+                    result = {"recipe": name, "seed": seed, "steps": report.step, "minutes": round(seconds / 60, 2),
+                              "pairs_per_s": round(report.pairs_per_second, 2), "sets": extra,
+                              **score(segment(model, fit["images"]), segment(model, test["images"]), fit, test)}
+                    (run / "result.json").write_text(json.dumps(result, indent=1))
+                rows.append({**json.loads((run / "result.json").read_text()), **tags})
+                print(json.dumps(rows[-1]), flush=True)
+    data, fit, test = sets[opts.kinds[0]]
+    for run in opts.score or []:  # scored on the first kind's clips
         stored = load_model(run / "checkpoint.pth")
         log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
         rows.append({"recipe": f"copart train ({run.name})", "seed": "-", "steps": stored.step,
+                     "kind": opts.kinds[0], "held_out": opts.kinds[0] in HELD_OUT_KINDS,
                      "minutes": round(stored.step * read_checkpoint(run / "checkpoint.pth")["train"]["batch_size"]
                                       / max(log[-1]["pairs_per_s"], 1e-9) / 60, 2),
                      "pairs_per_s": log[-1]["pairs_per_s"],
@@ -189,22 +248,36 @@ def main() -> None:
     baselines = {}
     if opts.baselines:
         config = presets.load(PRESET)
-        torch.manual_seed(0)
-        untrained = CoPartModel(ModelConfig.from_dict(config))
-        baselines["untrained"] = score(segment(untrained, fit["images"]), segment(untrained, test["images"]), fit, test)
-        k = untrained.num_segments
-        kmeans = lambda images: torch.from_numpy(np.stack([metrics.kmeans_parts(im, k) for im in images]))
-        baselines["k-means"] = score(kmeans(fit["images"]), kmeans(test["images"]), fit, test)
-    print(f"\nCPU: {cpu_name()}, {opts.threads} threads; held-out: {len(test['images'])} frames of 4 clips\n")
-    print("| recipe | seed | part NMI | part mIoU | largest part | parts used | fg IoU | MAE (px, sum) | minutes | steps |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for r in rows:
-        print(f"| {r['recipe']} | {r['seed']} | {r['part_nmi']:.3f} | {r['part_miou']:.3f} | {r['largest_part']:.2f} | "
-              f"{r['parts_used']} | {r['iou']:.3f} | {r['mae_sum']:.2f} | {r['minutes']:.1f} | {r['steps']} |")
+        for kind, (_, fit, test) in sets.items():
+            torch.manual_seed(0)
+            untrained = CoPartModel(ModelConfig.from_dict(config))
+            baselines[f"untrained ({kind})"] = score(segment(untrained, fit["images"]), segment(untrained, test["images"]),
+                                                     fit, test)
+            k = untrained.num_segments
+            kmeans = lambda images: torch.from_numpy(np.stack([metrics.kmeans_parts(im, k) for im in images]))
+            baselines[f"k-means ({kind})"] = score(kmeans(fit["images"]), kmeans(test["images"]), fit, test)
+    print(f"\nCPU: {cpu_name()}, {opts.threads} threads; held-out clips: 4 per kind; kinds kept out of tuning: "
+          f"{', '.join(k for k in opts.kinds if k in HELD_OUT_KINDS) or 'none run'}\n")
+    print("| kind | recipe | seed | part NMI | part mIoU | largest part | parts used | fg IoU | MAE (px, sum) | minutes | steps |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in sorted(rows, key=lambda r: (r["held_out"], opts.kinds.index(r["kind"]))):
+        kind = f"{r['kind']} (held out)" if r["held_out"] else r["kind"]
+        print(f"| {kind} | {r['recipe']} | {r['seed']} | {r['part_nmi']:.3f} | {r['part_miou']:.3f} | "
+              f"{r['largest_part']:.2f} | {r['parts_used']} | {r['iou']:.3f} | {r['mae_sum']:.2f} | {r['minutes']:.1f} | "
+              f"{r['steps']} |")
     for name, r in baselines.items():
-        print(f"| {name} | - | {r['part_nmi']:.3f} | {r['part_miou']:.3f} | {r['largest_part']:.2f} | "
+        print(f"| - | {name} | - | {r['part_nmi']:.3f} | {r['part_miou']:.3f} | {r['largest_part']:.2f} | "
               f"{r['parts_used']} | {r['iou']:.3f} | {r['mae_sum']:.2f} | - | - |")
-    print(json.dumps({"cpu": cpu_name(), "threads": opts.threads, "rows": rows, "baselines": baselines}))
+    lines = summary(rows)
+    print("\n| recipe | kinds | runs | part NMI mean | part NMI worst (kind) | fg IoU mean | fg IoU worst (kind) | "
+          "largest part mean | largest part worst (kind) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in lines:
+        print(f"| {r['recipe']} | {r['kinds']} | {r['runs']} | {r['part_nmi_mean']:.3f} | {r['part_nmi_worst']:.3f} "
+              f"({r['part_nmi_worst_kind']}) | {r['iou_mean']:.3f} | {r['iou_worst']:.3f} ({r['iou_worst_kind']}) | "
+              f"{r['largest_part_mean']:.2f} | {r['largest_part_worst']:.2f} ({r['largest_part_worst_kind']}) |")
+    print(json.dumps({"cpu": cpu_name(), "threads": opts.threads, "held_out_kinds": list(HELD_OUT_KINDS), "rows": rows,
+                      "summary": lines, "baselines": baselines}))
 
 
 if __name__ == "__main__":

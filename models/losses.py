@@ -1,5 +1,7 @@
 """Training losses (paper Sec. 3.3): multi-scale perceptual (Eq. 6) or pixel
-pyramid reconstruction loss, and the equivariance loss."""
+pyramid reconstruction loss, and the equivariance loss; and, not in the paper, a concentration
+term on the part maps (``train_params.loss_weights.concentration``, 0 by default = the paper's
+objective; ``train_params.concentration`` chooses its form), which copart's CPU presets use."""
 
 from __future__ import annotations
 
@@ -220,6 +222,41 @@ def concentration_loss(seg: PartSegmentation, eps: float = 1e-6) -> torch.Tensor
     return ((spread * mass).sum(1) / (mass.sum(1) + eps)).mean()
 
 
+def foreground_split_loss(seg: PartSegmentation, eps: float = 1e-2) -> torch.Tensor:
+    """How compactly the parts split the foreground, as a within / total ratio (k-means'
+    objective normalised): ``W / T`` with ``W = sum_z f(z) sum_k q_k(z) |z - c_k|^2`` (each
+    foreground pixel's squared distance to its part's centre) and ``T = sum_z f(z) |z - c_f|^2``
+    (the foreground's own spread), where ``f = 1 - Y_0`` is the foreground *with its gradient
+    stopped* and set to 0 where it is under 1/2, and ``q_k = Y_k / (1 - Y_0)`` the parts' shares
+    of it (the softmax over the part channels alone, so the background channel does not enter it).
+
+    Unlike ``concentration_loss`` it cannot be lowered by giving pixels to the background: it
+    only decides how the foreground (which the reconstruction decides) is split. It is 1 for
+    one part over the whole figure, lower the more compact the parts, and 1 (its largest value)
+    for an empty foreground (``eps``, in pixels times squared grid units, sets how empty)."""
+    parts = seg.segmentation[:, 1:]
+    b, k, h, w = parts.shape
+    grid = make_coordinate_grid(h, w, dtype=parts.dtype, device=parts.device).view(1, 1, h * w, 2)
+    parts = parts.reshape(b, k, h * w)
+    total_mass = parts.sum(dim=1, keepdim=True)  # (B, 1, N)
+    share = parts / total_mass.clamp_min(1e-12)
+    foreground = total_mass.detach()
+    # Only the pixels that are more foreground than background are split: on the others, sharpening
+    # the parts' shares would raise the foreground (a softmax's log-sum-exp grows as it sharpens).
+    foreground = foreground * (foreground > 0.5)
+    weights = share * foreground  # (B, K, N): the foreground split by the parts
+    mass = weights.sum(dim=2, keepdim=True)
+    centre = (weights.unsqueeze(-1) * grid).sum(dim=2, keepdim=True) / (mass.unsqueeze(-1) + 1e-12)
+    within = (weights * ((grid - centre) ** 2).sum(-1)).sum(dim=(1, 2))
+    fg_centre = (foreground.unsqueeze(-1) * grid).sum(dim=2, keepdim=True) / (foreground.sum(2, keepdim=True).unsqueeze(-1) + 1e-12)
+    total = (foreground * ((grid - fg_centre) ** 2).sum(-1)).sum(dim=(1, 2))
+    return ((within + eps) / (total + eps)).mean()
+
+
+# train_params.concentration: which concentration term loss_weights.concentration weighs.
+CONCENTRATIONS = {"mass-weighted": concentration_loss, "foreground-split": foreground_split_loss}
+
+
 # Where the perceptual loss gets VGG-19's file: a path, or a function that returns one (called only
 # when the perceptual loss is chosen; the application passes one that fetches the file).
 WeightsSource = Union[str, Path, Callable[[], Union[str, Path]], None]
@@ -242,7 +279,8 @@ def reconstruction_loss(train_params: dict, num_channels: int = 3, loss: Optiona
 
 
 class Objective(nn.Module):
-    """Everything one training step computes: reconstruction + equivariance losses.
+    """Everything one training step computes: reconstruction + equivariance losses, plus the
+    concentration term where ``loss_weights.concentration`` is not 0 (the paper's: 0).
 
     ``forward(model, source, target)`` returns ``(losses, generated)``: a dict of
     weighted scalar losses and the model's outputs.
@@ -257,13 +295,18 @@ class Objective(nn.Module):
         self.equivariance_weight = float(train_params.get("loss_weights", {}).get("equivariance", 10))
         self.transform_params = train_params.get("transform_params", {"sigma_affine": 0.05})
         self.concentration_weight = float(train_params.get("loss_weights", {}).get("concentration", 0))
+        form = train_params.get("concentration", "mass-weighted")
+        if form not in CONCENTRATIONS:
+            raise CopartError(f"Unknown concentration term '{form}' (train_params.concentration); choose "
+                              f"{' or '.join(CONCENTRATIONS)}.")
+        self.concentration = CONCENTRATIONS[form]
 
     def forward(self, model, source: torch.Tensor, target: torch.Tensor, generator: Optional[torch.Generator] = None):
         generated = model(source, target)
         losses = {self.kind: self.reconstruction(generated["prediction"], target)}
         if self.concentration_weight:
             losses["concentration"] = self.concentration_weight * (
-                concentration_loss(generated["seg_source"]) + concentration_loss(generated["seg_target"])) / 2
+                self.concentration(generated["seg_source"]) + self.concentration(generated["seg_target"])) / 2
         if self.equivariance_weight:
             transform = Transform.from_params(target.shape[0], self.transform_params, generator)
             transformed = transform.transform_frame(target)
@@ -284,6 +327,8 @@ __all__ = [
     "Transform",
     "equivariance_loss",
     "concentration_loss",
+    "foreground_split_loss",
+    "CONCENTRATIONS",
     "reconstruction_loss",
     "Objective",
     "VGG19_FILE",

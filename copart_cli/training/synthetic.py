@@ -3,7 +3,9 @@
 A figure of rigid, textured parts (torso, head, two arms, a leg pair) moves with known,
 smoothly varying motions over a static textured background. For every frame the
 generator knows each pixel's part (0 = background), landmarks (two points per part)
-and the foreground, so segmentation and landmark metrics have exact answers.
+and the foreground, so segmentation and landmark metrics have exact answers. Other kinds of
+figure (ten thin limbs, textured, small, a moving camera, two figures) are in ``figures``;
+``generate(kind=...)`` writes any of them.
 """
 
 from __future__ import annotations
@@ -128,7 +130,7 @@ def _save_npz(path: Path, compressed: bool = False, **arrays) -> None:
 
 
 def generate(out: Path, videos: int = 12, frames: int = 48, size: int = 64, test: int = 3, seed: int = 0,
-             fit_every: int = 4, force: bool = False) -> dict:
+             fit_every: int = 4, force: bool = False, kind: str = "five") -> dict:
     """Write ``videos`` clips: ``out/train/*.mp4`` and ``out/test/*.mp4`` (the last ``test``),
     with ground truth ``out/groundtruth/<name>.npz`` (labels, landmarks, foreground), and the
     same frames in the evaluation layout under ``out/eval`` (train/: every ``fit_every``-th
@@ -136,9 +138,17 @@ def generate(out: Path, videos: int = 12, frames: int = 48, size: int = 64, test
 
     ``out/synthetic.json`` records the settings: running again with the same ones reuses the
     clips already written (an interrupted run continues); a folder made with other settings, or
-    not by this function, is refused (``force`` starts copart's own over)."""
+    not by this function, is refused (``force`` starts copart's own over).
+
+    ``kind`` names the kind of figure (``copart.training.figures.KINDS``; ``five``, the default,
+    is ``render_video``'s)."""
+    from .figures import kinds, part_names, render
+
+    kinds(kind)  # an unknown kind is refused before anything is written
     out = Path(out)
     settings = {"videos": videos, "frames": frames, "size": size, "test": test, "seed": seed, "fit_every": fit_every}
+    if kind != "five":  # folders written before kinds existed hold five-part figures and keep their manifest
+        settings["kind"] = kind
     manifest = out / MANIFEST
     if out.exists() and not out.is_dir():
         raise CopartError(f"{out} is a file, not a folder.")
@@ -175,7 +185,7 @@ def generate(out: Path, videos: int = 12, frames: int = 48, size: int = 64, test
             with np.load(truth) as data:
                 landmarks = data["landmarks"]
         else:
-            images, labels, landmarks = render_video(seed * 1000 + v, frames, size)
+            images, labels, landmarks = render(kind, seed * 1000 + v, frames, size)
             for i in range(0, len(landmarks), step):
                 file_name = f"{name}_{i:04d}.png"
                 write_image(images[i], out / "eval" / split / file_name)
@@ -185,7 +195,7 @@ def generate(out: Path, videos: int = 12, frames: int = 48, size: int = 64, test
                 for image in images:
                     writer.write(image)
             _save_npz(truth, compressed=True, labels=labels, landmarks=landmarks, foreground=labels > 0,
-                      part_names=np.array(PART_NAMES))
+                      part_names=np.array(part_names(kind)))
             written.append(path)
         for i in range(0, len(landmarks), step):
             tables[split][f"{name}_{i:04d}.png"] = landmarks[i]
@@ -195,4 +205,4 @@ def generate(out: Path, videos: int = 12, frames: int = 48, size: int = 64, test
         names = sorted(table)
         _save_npz(out / "eval" / f"{split}_landmarks.npz", file_name=np.asarray(names),
                   landmarks=np.stack([table[n] for n in names]))
-    return {"videos": videos, "written": len(written), "folder": str(out)}
+    return {"videos": videos, "written": len(written), "folder": str(out), "kind": kind}
