@@ -93,15 +93,15 @@ def test_the_objective_uses_the_chosen_term_and_refuses_an_unknown_one():
     params = dict(presets.load("cpu-64-sem-10segments")["train_params"], loss="pixel")
     params["loss_weights"] = dict(params["loss_weights"], concentration=2)
     for form, term in (("mass-weighted", concentration_loss), ("foreground-split", foreground_split_loss)):
-        assert Objective(dict(params, concentration=form), download=False).concentration is term
+        assert Objective(dict(params, concentration=form)).concentration is term
     with pytest.raises(CopartError, match="Unknown concentration term 'kmeans'"):
-        Objective(dict(params, concentration="kmeans"), download=False)
+        Objective(dict(params, concentration="kmeans"))
 
 
 @pytest.mark.parametrize("name", ["vox-256-sem-10segments", "vox-256-sem-5segments", "vox-256-sem-15segments",
                                   "vox-256-sem-1segment", "taichi-256-sem"])
 def test_the_published_presets_train_without_a_concentration_term(name):
     params = dict(presets.load(name)["train_params"], loss="pixel")
-    objective = Objective(params, download=False)
+    objective = Objective(params)
     assert objective.concentration_weight == 0
     assert "concentration" not in params

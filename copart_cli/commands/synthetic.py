@@ -12,7 +12,8 @@ HELP = "Write synthetic articulated-motion videos with ground-truth parts, landm
 EPILOG = ("Example:\n\n  copart synthetic data/figures --videos 12 --frames 48\n\n"
           "  copart synthetic data/limbs --kind limbs10\n\n"
           "Kinds: five (default; five thick parts), limbs10 (ten thin limbs), textured (thin limbs, busy textures "
-          "and background), small (a figure at half size), camera (a panning background), pair (two figures).")
+          "and background), small (a figure at half size), camera (a panning background), pair (two figures)."
+          "\n\nMore: docs/train.md in copart's source.")
 
 
 def synthetic(
