@@ -395,5 +395,5 @@ def test_torchrun_a_failed_init_download_stops_every_process_with_one_message(tm
         assert "Traceback" not in text, text
         errors[rank] = [line for line in text.splitlines() if line.startswith("Error:")]
     assert len(errors[0]) == 1 and errors[0] == errors[1], errors
-    assert "vox-cpk is not in the cache and COPART_OFFLINE=1" in errors[0][0]
+    assert "vox-cpk (vox-cpk.pth.tar) is not in the cache and COPART_OFFLINE=1" in errors[0][0]
     assert not (tmp_path / "run").exists()
