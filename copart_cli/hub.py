@@ -105,6 +105,7 @@ class Entry:
     kind: str  # part-swap, fomm or face-alignment
     purpose: str
     k: Optional[int] = None
+    by_k: bool = False  # --k K names it (copart.presets.for_k)
     preset: Optional[str] = None
     folder: Optional[str] = None  # a key of the catalog's "folders"
     url: Optional[str] = None  # the file's own URL (face-alignment's, torchvision's)
@@ -166,7 +167,9 @@ def entry(name: str) -> Entry:
 
 
 def for_preset(preset: str) -> Optional[Entry]:
-    return next((e for e in catalog().values() if e.preset == preset), None)
+    """The published model made with a preset (copart.presets.registry names it), or None."""
+    named = presets.published(preset)
+    return entry(named.model) if named is not None else None
 
 
 def _lock() -> dict:

@@ -26,8 +26,7 @@ from copart.models.checkpoint import (
 from copart.models.config import ModelConfig
 from copart.models.errors import CopartError
 
-PUBLISHED_K = (5, 10, 15)
-DEFAULT_K = 5
+DEFAULT_K = presets.DEFAULT_K
 
 
 def model_home() -> Path:
@@ -35,10 +34,9 @@ def model_home() -> Path:
     return hub.home()
 
 
-def _vox_preset(k: int) -> str:
-    if k not in PUBLISHED_K:
-        raise CopartError(f"--k {k} has no published model; choose 5, 10 or 15 (or give --preset or --checkpoint).")
-    return f"vox-256-sem-{k}segments"
+def _preset_of_k(k: int) -> str:
+    """The preset of the published model ``--k k`` names (the registry's; one sentence if none)."""
+    return presets.for_k(k).preset
 
 
 def published_path(preset: str, downloads=None) -> Path:
@@ -98,7 +96,7 @@ def resolve_model(
     looked up in :func:`model_home`. An explicit ``k`` must agree with the file.
     """
     if checkpoint is None:
-        name = preset or _vox_preset(k or DEFAULT_K)
+        name = preset or _preset_of_k(k or DEFAULT_K)
         checkpoint = published_path(presets.label(name) if preset else name, downloads)
     else:
         checkpoint = Path(checkpoint).expanduser()
@@ -106,16 +104,16 @@ def resolve_model(
     if preset is not None:
         config, label = presets.load(preset), presets.label(preset)
     elif k is not None:
-        name = _vox_preset(k)
+        name = _preset_of_k(k)
         config, label = presets.load(name), f"--k {k} ({name})"
     else:
         data = read_checkpoint(checkpoint)
         if detect_layout(data, checkpoint) == "authors":
             inferred, _ = infer_config(data, checkpoint)
-            name = f"vox-256-sem-{inferred.num_segments}segments"
-            if name in presets.names() and preset_matches(name, shapes_of(data)):
+            named = presets.for_k(inferred.num_segments, strict=False)
+            if named is not None and preset_matches(named.preset, shapes_of(data)):
                 # Its shapes fit (vox-10's also fit taichi's): the computation, not the names.
-                config, label, names = presets.load(name), name, {}
+                config, label, names = presets.load(named.preset), named.preset, {}
     loaded = load_model(checkpoint, config=config, config_label=label, part_names=names, data=data)
     if k is not None and loaded.model.num_segments != k:
         raise CopartError(f"{checkpoint} has K={loaded.model.num_segments} parts but --k {k} was given.")
@@ -210,9 +208,10 @@ def describe(target: str, preset: Optional[str] = None) -> dict:
         model_config = ModelConfig.from_dict(config, label)  # no weights needed to describe it
         names = validate_part_names(config.get("part_names"), model_config.num_segments, label)
         report = _base(label, "preset", model_config, config, names)
-        published = hub.for_preset(label)
+        published = presets.published(label)
         if published is not None:
             report["published_checkpoint"] = published.file
+            report["published_model"] = published.model
         return report
 
     path = Path(target).expanduser()

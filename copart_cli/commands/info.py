@@ -67,6 +67,8 @@ def _print(report: dict) -> None:
         table.add_row("epoch", str(report["epoch"]))
     if report.get("published_checkpoint"):
         table.add_row("published file", report["published_checkpoint"])
+    if report.get("published_model"):
+        table.add_row("published model", report["published_model"])
     for note in report.get("notes", []):
         table.add_row("note", note)
     console.print(table)

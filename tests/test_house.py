@@ -1,0 +1,190 @@
+"""The house rules that keep copart easy to change (issue 22): short functions in the training
+package, and a model core that imports nothing but itself, the standard library, torch and numpy.
+Both checks read the source with ``ast``; each is also run on a planted bad example, so that a
+check that could never fail would be caught."""
+
+from __future__ import annotations
+
+import ast
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LONGEST_FUNCTION = 80  # lines, decorators and docstring included
+CORE_ALLOWED = {"torch", "numpy"}  # besides the core itself and the standard library
+
+
+def long_functions(source: str, name: str, limit: int = LONGEST_FUNCTION) -> list[str]:
+    """``name:line function (N lines)`` for every function or method in ``source`` longer than ``limit``."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename=name)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            length = node.end_lineno - first + 1
+            if length > limit:
+                found.append(f"{name}:{node.lineno} {node.name} ({length} lines)")
+    return found
+
+
+def foreign_imports(source: str, name: str, package: str = "copart.models") -> list[str]:
+    """``name:line module`` for every import in ``source`` (a module of ``package``) of something
+    other than ``package`` itself, the standard library, torch and numpy. Relative imports that
+    climb out of the package (``from .. import hub``) count as foreign; so do imports inside
+    functions and ``import_module("...")`` calls with a literal name."""
+    found = []
+
+    def check(module: str, line: int) -> None:
+        top = module.split(".")[0]
+        inside = module == package or module.startswith(package + ".")
+        if not inside and top not in sys.stdlib_module_names and top not in CORE_ALLOWED:
+            found.append(f"{name}:{line} {module}")
+
+    for node in ast.walk(ast.parse(source, filename=name)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                check(alias.name, node.lineno)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                check(node.module or "", node.lineno)
+            elif node.level > 1:  # the core is one flat package: ".." leaves it
+                found.append(f"{name}:{node.lineno} {'.' * node.level}{node.module or ''}")
+        elif (isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None))
+              in ("import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[0].value, str) and not node.args[0].value.startswith(".")):
+            check(node.args[0].value, node.lineno)
+    return found
+
+
+def test_no_function_in_the_training_package_is_over_80_lines():
+    files = sorted((ROOT / "copart_cli" / "training").glob("*.py"))
+    assert len(files) >= 3
+    found = [hit for path in files for hit in long_functions(path.read_text(), path.name)]
+    assert found == [], "functions over 80 lines: " + ", ".join(found)
+
+
+def test_the_length_check_reports_a_long_function():
+    body = "".join(f"        x{i} = {i}\n" for i in range(85))
+    planted = f"class A:\n    @staticmethod\n    def long():\n{body}\ndef short():\n    pass\n"
+    assert long_functions(planted, "planted.py") == ["planted.py:3 long (87 lines)"]
+
+
+def test_the_model_core_imports_only_itself_the_standard_library_torch_and_numpy():
+    files = sorted((ROOT / "models").glob("*.py"))
+    assert len(files) >= 5
+    found = [hit for path in files for hit in foreign_imports(path.read_text(), path.name)]
+    assert found == [], "imports from outside the core: " + ", ".join(found)
+
+
+def test_the_import_check_reports_planted_imports():
+    planted = (
+        "import os, torch\n"
+        "import numpy as np\n"
+        "from torch import nn\n"
+        "from . import config\n"
+        "from .errors import CopartError\n"
+        "from copart.models.files import atomic_path\n"
+        "import yaml\n"
+        "from copart import hub\n"
+        "from .. import presets\n"
+        "def later():\n"
+        "    import cv2\n"
+        "    from importlib import import_module\n"
+        "    return import_module('copart.media.read')\n"
+    )
+    assert foreign_imports(planted, "planted.py") == [
+        "planted.py:7 yaml",
+        "planted.py:8 copart",
+        "planted.py:9 ..",
+        "planted.py:11 cv2",
+        "planted.py:13 copart.media.read",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# One registry of named presets and published models (--k, --preset, copart models, copart info)
+
+
+def built_preset_names(source: str, name: str, preset_names: list[str]) -> list[str]:
+    """``name:line`` for every f-string in ``source`` that builds a preset's name from pieces
+    (``f"vox-256-sem-{k}segments"``): a literal piece with a hyphen found inside a shipped
+    preset's name."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename=name)):
+        if isinstance(node, ast.JoinedStr) and any(isinstance(v, ast.FormattedValue) for v in node.values):
+            pieces = [v.value for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str)]
+            if any(len(p) >= 5 and "-" in p and any(p in preset for preset in preset_names) for p in pieces):
+                found.append(f"{name}:{node.lineno}")
+    return found
+
+
+def test_no_preset_name_is_built_from_a_string():
+    from copart import presets
+
+    names = presets.names()
+    found = []
+    for path in sorted((ROOT / "copart_cli").rglob("*.py")):
+        found += built_preset_names(path.read_text(), str(path.relative_to(ROOT)), names)
+    assert found == [], "preset names built from strings (use copart.presets.registry): " + ", ".join(found)
+    planted = 'def preset(k):\n    return f"vox-256-sem-{k}segments"\n'
+    assert built_preset_names(planted, "planted.py", names) == ["planted.py:2"]
+
+
+def test_the_registry_names_every_preset_its_k_parts_and_published_model():
+    from copart import hub, presets
+    from copart.models import ModelConfig
+
+    registry = presets.registry()
+    assert sorted(registry) == presets.names()
+    for name, named in registry.items():
+        config = presets.load(name)
+        assert named.preset == name and named.k == ModelConfig.from_dict(config, name).num_segments
+        assert dict(named.part_names) == (config.get("part_names") or {})
+        if named.model is not None:  # the catalog's entry of that name is the one made with this preset
+            entry = hub.entry(named.model)
+            assert entry.preset == name and entry.file == named.file and entry.k == named.k
+    assert {n: r.model for n, r in registry.items() if r.model} == {
+        "taichi-256-sem": "taichi-256-sem", "vox-256-sem-5segments": "vox-5segments",
+        "vox-256-sem-10segments": "vox-10segments", "vox-256-sem-15segments": "vox-15segments"}
+    assert presets.published_k() == [5, 10, 15] and presets.DEFAULT_K in presets.published_k()
+    assert presets.for_k(10).preset == "vox-256-sem-10segments" and presets.for_k(10).model == "vox-10segments"
+    assert presets.for_k(7, strict=False) is None
+    assert hub.for_preset("vox-256-sem-15segments").name == "vox-15segments"
+    assert hub.for_preset("cpu-64-sem-5segments") is None
+
+
+def test_k_takes_its_choices_from_the_registry(monkeypatch):
+    """--k, its error and the published file it looks for come from the registry alone."""
+    import dataclasses
+
+    from copart import loading, presets
+    from copart.models import CopartError
+
+    with pytest.raises(CopartError, match=r"^--k 7 has no published model; choose 5, 10 or 15 \(or give"):
+        presets.for_k(7)
+    real = presets._registry()
+    changed = dict(real)
+    changed["vox-256-sem-1segment"] = dataclasses.replace(real["vox-256-sem-1segment"], model="vox-5segments",
+                                                          file="vox-5segments.pth.tar", by_k=True)
+    monkeypatch.setattr(presets, "_registry", lambda: changed)
+    assert presets.published_k() == [1, 5, 10, 15]
+    assert loading._preset_of_k(1) == "vox-256-sem-1segment"
+    with pytest.raises(CopartError, match=r"choose 1, 5, 10 or 15 "):
+        presets.for_k(7)
+
+
+def test_info_on_a_preset_names_its_published_model():
+    from typer.testing import CliRunner
+
+    from copart.app import app
+
+    result = CliRunner().invoke(app, ["info", "vox-256-sem-10segments", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["published_model"] == "vox-10segments" and report["published_checkpoint"] == "vox-10segments.pth.tar"
+    table = CliRunner().invoke(app, ["info", "vox-256-sem-10segments"])
+    assert "published model" in table.output
+    unpublished = CliRunner().invoke(app, ["info", "cpu-64-sem-5segments", "--json"])
+    assert "published_model" not in json.loads(unpublished.output)
