@@ -135,6 +135,8 @@ ADVICE = {
     "fomm-checkpoint": "start training from it with copart train --init FILE",
     "pixel-loss": "copart train --loss pixel does so",
     "source-mask": "leave out --source-mask",
+    "face-detector": "or use --detector haar",
+    "face-reference": "give --face a picture in which the face to follow is seen from the front",
 }
 
 
