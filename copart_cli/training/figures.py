@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .synthetic import PART_NAMES, _rotation, _texture, render_video
+from .synthetic import PART_NAMES, _rotation, _texture, paint_part, render_video
 
 FIVE_NAMES = list(PART_NAMES)
 LIMB_NAMES = ["torso", "head", "left upper arm", "left lower arm", "right upper arm", "right lower arm",
@@ -201,14 +201,8 @@ def render(kind: str, seed: int, frames: int = 48, size: int = 64):
                 transforms.append((rot, trans))
             for k in spec.order:
                 rot, trans = transforms[k]
-                polygon = np.round((spec.limbs[k].polygon(spec.scale) @ rot.T + trans) * scale * 16).astype(np.int32)
-                mask = np.zeros((size, size), np.uint8)
-                cv2.fillPoly(mask, [polygon], 1, lineType=cv2.LINE_8, shift=4)
-                matrix = np.concatenate([rot, (trans * scale)[:, None] - rot @ np.full((2, 1), size / 2, np.float32)], 1)
-                warped = cv2.warpAffine(textures[k], matrix, (size, size), flags=cv2.INTER_LINEAR,
-                                        borderMode=cv2.BORDER_REFLECT)
-                image[mask > 0] = warped[mask > 0]
-                label[mask > 0] = f * n + k + 1
+                paint_part(image, label, f * n + k + 1, spec.limbs[k].polygon(spec.scale), rot, trans, scale,
+                           textures[k])
             for k, limb in enumerate(spec.limbs):
                 rot, trans = transforms[k]
                 landmarks[i, 2 * (f * n + k): 2 * (f * n + k) + 2] = (limb.landmarks(spec.scale) @ rot.T + trans) * scale

@@ -69,6 +69,21 @@ def _texture(rng: np.random.Generator, size: int, base) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
+def paint_part(image: np.ndarray, label: np.ndarray, value: int, polygon: np.ndarray, rot: np.ndarray,
+               trans: np.ndarray, scale: float, texture: np.ndarray) -> None:
+    """Paint one rigid part, in place: its polygon (part coordinates) moved by ``rot``, ``trans``
+    and scaled to pixels, filled with ``texture`` moving with the part; ``label`` gets ``value``."""
+    size = image.shape[0]
+    local = polygon @ rot.T + trans
+    mask = np.zeros((size, size), np.uint8)
+    cv2.fillPoly(mask, [np.round(local * scale * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
+    # The texture moves with the part: pixel z shows texture at R^-1 (z - T) + its centre.
+    matrix = np.concatenate([rot, (trans * scale)[:, None] - rot @ np.full((2, 1), size / 2, np.float32)], 1)
+    warped = cv2.warpAffine(texture, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    image[mask > 0] = warped[mask > 0]
+    label[mask > 0] = value
+
+
 def render_video(seed: int, frames: int = 48, size: int = 64):
     """Frames ``(T, S, S, 3)`` uint8, labels ``(T, S, S)`` uint8 (0 background, 1..5 parts),
     landmarks ``(T, 10, 2)`` pixels (x, y)."""
@@ -103,16 +118,7 @@ def render_video(seed: int, frames: int = 48, size: int = 64):
         order = [0, 4, 1, 2, 3]  # torso, legs, head, then arms in front
         for k in order:
             rot, trans = transforms[k]
-            local = parts[k].polygon @ rot.T + trans
-            polygon = np.round(local * scale * 16).astype(np.int32)
-            mask = np.zeros((size, size), np.uint8)
-            cv2.fillPoly(mask, [polygon], 1, lineType=cv2.LINE_8, shift=4)
-            # The texture moves with the part: pixel z shows texture at R^-1 (z - T) + its centre.
-            matrix = np.concatenate([rot, (trans * scale)[:, None] - rot @ np.full((2, 1), size / 2, np.float32)], 1)
-            warped = cv2.warpAffine(textures[k], matrix, (size, size), flags=cv2.INTER_LINEAR,
-                                    borderMode=cv2.BORDER_REFLECT)
-            image[mask > 0] = warped[mask > 0]
-            label[mask > 0] = k + 1
+            paint_part(image, label, k + 1, parts[k].polygon, rot, trans, scale, textures[k])
         for k, part in enumerate(parts):
             rot, trans = transforms[k]
             landmarks[i, 2 * k : 2 * k + 2] = (part.landmarks @ rot.T + trans) * scale
