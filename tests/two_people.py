@@ -37,6 +37,8 @@ import numpy as np
 from copart.media.read import MediaReader
 from copart.media.write import VideoWriter
 
+from .two_faces import pingpong
+
 HEIGHT = 144
 WIDTH = 400
 FRAMES = 120
@@ -47,11 +49,6 @@ A_LAST = 25
 B_CROP = (108, 0, 338, 230)  # the part of the 512 x 512 astronaut photo pasted as B
 B_FACE = (177.0, 67.0, 270.0, 160.0)  # her face box in the photo
 B_SCALE = 0.58  # B's face is about 54 pixels wide, A's 62: A is the larger
-
-
-def pingpong(i: int, last: int = A_LAST) -> int:
-    i %= 2 * last
-    return i if i <= last else 2 * last - i
 
 
 @dataclass
@@ -138,7 +135,7 @@ def build(carphone_images: list, layout: str, path: Path, fps: float = 30, frame
             b_y = HEIGHT - side - 4
             # B first, A in front of her.
             b_cover = _paste(canvas, b_image, bx, b_y)
-            a_cover = _paste(canvas, carphone_images[pingpong(t)][:, A_STRIP[0]:A_STRIP[1]], ax, 0)
+            a_cover = _paste(canvas, carphone_images[pingpong(t, A_LAST)][:, A_STRIP[0]:A_STRIP[1]], ax, 0)
             fx0, fy0, fx1, fy1 = A_FACE
             a_box = (fx0 - A_STRIP[0] + ax, fy0, fx1 - A_STRIP[0] + ax, fy1)
             fx0, fy0, fx1, fy1 = B_FACE
