@@ -75,7 +75,8 @@ PAPER = {f"{SEG}.part_temperature": 1.0, f"{SEG}.region_estimate": "regressed",
          "train_params.loss_weights.concentration": 0, "train_params.warmup_steps": 0,
          "dataset_params.min_frame_distance": 0, "train_params.loss_weights.equivariance": 10,
          "train_params.lr_segmentation": 2.0e-4, "train_params.lr_reconstruction": 2.0e-4,
-         "train_params.batch_size": 16, "train_params.concentration": "mass-weighted"}
+         "train_params.batch_size": 16, "train_params.concentration": "mass-weighted",
+         "train_params.concentration_start": 0}
 # One lever each, on top of the paper's recipe.
 RECIPES = {
     "paper": {},
@@ -93,6 +94,8 @@ RECIPES = {
     # The foreground-split concentration term (models/losses.py: foreground_split_loss).
     "split-1": {"train_params.loss_weights.concentration": 1, "train_params.concentration": "foreground-split"},
     "split-10": {"train_params.loss_weights.concentration": 10, "train_params.concentration": "foreground-split"},
+    "split-10-after-300": {"train_params.loss_weights.concentration": 10, "train_params.concentration": "foreground-split",
+                           "train_params.concentration_start": 300},
     "split-30": {"train_params.loss_weights.concentration": 30, "train_params.concentration": "foreground-split"},
 }
 

@@ -174,7 +174,7 @@ CONFIG_KEYS: frozenset[str] = frozenset(
     | {f"dataset_params.augmentation_params.jitter_param.{k}" for k in ("brightness", "contrast", "saturation", "hue")}
     | {f"train_params.{k}" for k in ("num_epochs", "num_repeats", "lr_segmentation", "lr_reconstruction",
                                      "batch_size", "scales", "loss", "warmup_steps",
-                                     "concentration")}
+                                     "concentration", "concentration_start")}
     | {f"train_params.transform_params.{k}" for k in ("sigma_affine", "sigma_tps", "points_tps")}
     | {f"train_params.loss_weights.{k}" for k in ("equivariance", "perceptual", "pixel", "concentration")}
     | {"part_names"}

@@ -300,12 +300,22 @@ class Objective(nn.Module):
             raise CopartError(f"Unknown concentration term '{form}' (train_params.concentration); choose "
                               f"{' or '.join(CONCENTRATIONS)}.")
         self.concentration = CONCENTRATIONS[form]
+        # copart: the concentration term is off for the first concentration_start steps (the
+        # paper's objective finds the foreground first), then rises linearly to its weight over as
+        # many steps again. The training loop tells the objective its step (``at_step``).
+        self.concentration_start = int(train_params.get("concentration_start", 0))
+        self.concentration_scale = 1.0 if self.concentration_start == 0 else 0.0
+
+    def at_step(self, step: int) -> None:
+        """Set the concentration term's share of its weight for training step ``step`` (0-based)."""
+        start = self.concentration_start
+        self.concentration_scale = 1.0 if start == 0 else min(1.0, max(0.0, (step - start) / start))
 
     def forward(self, model, source: torch.Tensor, target: torch.Tensor, generator: Optional[torch.Generator] = None):
         generated = model(source, target)
         losses = {self.kind: self.reconstruction(generated["prediction"], target)}
         if self.concentration_weight:
-            losses["concentration"] = self.concentration_weight * (
+            losses["concentration"] = self.concentration_scale * self.concentration_weight * (
                 self.concentration(generated["seg_source"]) + self.concentration(generated["seg_target"])) / 2
         if self.equivariance_weight:
             transform = Transform.from_params(target.shape[0], self.transform_params, generator)

@@ -105,3 +105,36 @@ def test_the_published_presets_train_without_a_concentration_term(name):
     objective = Objective(params)
     assert objective.concentration_weight == 0
     assert "concentration" not in params
+
+
+def test_the_concentration_term_comes_in_after_its_start_and_rises_over_as_many_steps():
+    params = dict(presets.load("cpu-64-sem-10segments")["train_params"], loss="pixel", concentration_start=100)
+    objective = Objective(params)
+    scales = {}
+    for step in (0, 99, 100, 150, 199, 200, 5000):
+        objective.at_step(step)
+        scales[step] = objective.concentration_scale
+    assert scales == {0: 0.0, 99: 0.0, 100: 0.0, 150: 0.5, 199: 0.99, 200: 1.0, 5000: 1.0}
+    # off: the term is there (the log keeps its columns) and gives no gradient
+    torch.manual_seed(0)
+    from copart.models import CoPartModel, ModelConfig
+
+    config = presets.load("cpu-64-sem-10segments")
+    model = CoPartModel(ModelConfig.from_dict(config))
+    frames = torch.rand(2, 3, 64, 64)
+    params = dict(params, loss_weights=dict(params["loss_weights"], equivariance=0))
+    for step, grows in ((0, False), (150, True)):
+        objective = Objective(params)
+        objective.at_step(step)
+        model.zero_grad()
+        losses, _ = objective(model, frames, frames.flip(0))
+        losses["concentration"].backward()
+        grad = sum(float(p.grad.abs().sum()) for p in model.parameters() if p.grad is not None)
+        assert (grad > 0) is grows
+
+
+def test_without_a_start_the_term_is_on_from_the_first_step():
+    objective = Objective(dict(presets.load("cpu-64-sem-10segments")["train_params"], loss="pixel",
+                               concentration_start=0))
+    objective.at_step(0)
+    assert objective.concentration_scale == 1.0

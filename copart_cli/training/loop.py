@@ -329,6 +329,7 @@ def _steps(run: _Run, batches, stop: StopRequests, progress: _Progress, log, rep
     for batch in batches:
         if warmup:  # copart: the learning rate rises linearly over the first warmup_steps
             _warm_up(run.optimizers, base_lr, min(1.0, (run.step + 1) / warmup))
+        run.objective.at_step(run.step)
         trained = _optimise(run, batch)
         run.step += 1
         progress.pairs += trained.source.shape[0] * run.world
