@@ -54,13 +54,13 @@ class Reporter:
     training: Callable[[], ContextManager[Optional[Callable]]] = lambda: contextlib.nullcontext()
 
 
-def name_parts(checkpoint: Path, data: Path, out: Path) -> dict[str, list[int]]:
-    """Name each learned channel after the ground-truth part it overlaps most (on the
-    training clips), and write a copart checkpoint with those names."""
-    loaded = load_model(checkpoint)
-    model, k = loaded.model, loaded.model.num_segments
+def part_overlap(model, data: Path, clips: int = 4) -> np.ndarray:
+    """Pixel counts ``overlap[c, g]``: how often learned channel ``c`` (0 = background) is the
+    most likely one where the true part is ``g`` (0 = background, then PART_NAMES), on the first
+    ``clips`` training clips."""
+    k = model.num_segments
     overlap = np.zeros((k + 1, len(PART_NAMES) + 1))
-    for video in sorted((data / "train").glob("*.mp4"))[:4]:
+    for video in sorted((data / "train").glob("*.mp4"))[:clips]:
         labels = np.load(data / "groundtruth" / f"{video.stem}.npz")["labels"]
         with MediaReader(video) as reader:
             frames = [f.image for f in reader.frames()]
@@ -72,19 +72,57 @@ def name_parts(checkpoint: Path, data: Path, out: Path) -> dict[str, list[int]]:
         for c in range(k + 1):
             for g in range(len(PART_NAMES) + 1):
                 overlap[c, g] += np.count_nonzero((learned == c) & (labels == g))
+    return overlap
+
+
+# A learned channel is named after a true part only where most of it sits on that one part.
+NAMED_SHARE = 0.5
+
+
+def names_from_overlap(overlap: np.ndarray) -> dict[str, list[int]]:
+    """Name each learned channel after the true part it sits on: the part that holds at least
+    NAMED_SHARE of the channel's pixels (a channel spread over the neck, half head and half
+    torso, is named neither). Names are listed largest first; unnamed channels keep numbers."""
     names: dict[str, list[int]] = {}
     area: dict[str, float] = {}
-    for c in range(1, k + 1):
+    for c in range(1, overlap.shape[0]):
         total = overlap[c].sum()
-        # A learned part is named after the figure part it covers most, if it lies mostly on the figure.
-        if total == 0 or overlap[c, 1:].sum() < 0.4 * total:
+        if total == 0:
             continue
-        name = PART_NAMES[int(overlap[c, 1:].argmax())].replace(" ", "-")
+        g = int(overlap[c, 1:].argmax()) + 1
+        if overlap[c, g] < NAMED_SHARE * total:
+            continue
+        name = PART_NAMES[g - 1].replace(" ", "-")
         names.setdefault(name, []).append(c)
         area[name] = area.get(name, 0.0) + total
-    names = {n: names[n] for n in sorted(names, key=lambda n: -area[n])}  # largest first
-    save_atomic(checkpoint_dict(model, loaded.config, names, step=loaded.step or 0), out)
-    return names
+    return {n: names[n] for n in sorted(names, key=lambda n: -area[n])}
+
+
+def part_to_swap(overlap: np.ndarray, names: dict[str, list[int]], largest: float = 0.5) -> tuple[str, float]:
+    """The named part the run learned best, to show in the swap: the one whose channels together
+    have the highest IoU with their true part, among the parts that are not most of the figure
+    (under ``largest`` of its pixels). Returns its name and that IoU (name "1", IoU 0 when no part
+    is named)."""
+    figure = overlap[:, 1:].sum()
+    best, best_iou = None, -1.0
+    for name, channels in names.items():
+        g = PART_NAMES.index(name.replace("-", " ")) + 1
+        inside = overlap[channels, g].sum()
+        learned, true = overlap[channels].sum(), overlap[:, g].sum()
+        iou = inside / max(learned + true - inside, 1.0)
+        if overlap[channels, 1:].sum() < largest * figure and iou > best_iou:
+            best, best_iou = name, float(iou)
+    return (best, round(best_iou, 3)) if best is not None else ("1", 0.0)
+
+
+def name_parts(checkpoint: Path, data: Path, out: Path) -> tuple[dict[str, list[int]], np.ndarray]:
+    """Name each learned channel after the true part it sits on (on the training clips), and
+    write a copart checkpoint with those names. Returns the names and the overlap counts."""
+    loaded = load_model(checkpoint)
+    overlap = part_overlap(loaded.model, data)
+    names = names_from_overlap(overlap)
+    save_atomic(checkpoint_dict(loaded.model, loaded.config, names, step=loaded.step or 0), out)
+    return names, overlap
 
 
 def _frames(path: Path, indices: list[int]) -> list[np.ndarray]:
@@ -214,7 +252,7 @@ def _reuse_or_start_over(folder: Path, settings: dict, say: Callable[[str], None
     write_atomic_text(record, json.dumps(settings, indent=2))
 
 
-def run(folder: Path, steps: int = 800, quick: bool = False, report: Reporter = Reporter()) -> dict:
+def run(folder: Path, steps: int = 800, quick: bool = False, report: Reporter = Reporter(), seed: int = 0) -> dict:
     """The whole demo in ``folder``; returns its summary (also written to ``summary.json``)."""
     say = report.say
     folder = Path(folder).expanduser()
@@ -231,7 +269,7 @@ def run(folder: Path, steps: int = 800, quick: bool = False, report: Reporter = 
     steps = 12 if quick else steps
     sizes = {"videos": 6, "frames": 24, "test": 2, "batch_size": 8} if quick else \
         {"videos": 12, "frames": 48, "test": 3, "batch_size": 16}
-    _reuse_or_start_over(folder, {"preset": PRESET, "size": 64, **sizes}, say)
+    _reuse_or_start_over(folder, {"preset": PRESET, "size": 64, **sizes, **({"seed": seed} if seed else {})}, say)
     timings: dict[str, float] = {}
 
     def timed(name, action):
@@ -258,7 +296,7 @@ def run(folder: Path, steps: int = 800, quick: bool = False, report: Reporter = 
             config, label = loop.new_run_config(PRESET, data)
             every = max(1, steps // 4)
             settings = loop.TrainSettings(data=str(data.resolve()), steps=steps, batch_size=sizes["batch_size"],
-                                          checkpoint_every=every, vis_every=every, workers=1)
+                                          checkpoint_every=every, vis_every=every, workers=1, seed=seed)
             resume = False
         with report.training() as on_step:
             loop.train(config, run_dir, settings, None, resume, device, label, on_step, report.warn,
@@ -266,7 +304,7 @@ def run(folder: Path, steps: int = 800, quick: bool = False, report: Reporter = 
 
     timed("train", training)
     named = folder / "model.pth"
-    names = name_parts(latest, data, named)
+    names, overlap = name_parts(latest, data, named)
     model = ModelChoice(checkpoint=named)
 
     tests = sorted((data / "test").glob("*.mp4"))
@@ -281,9 +319,11 @@ def run(folder: Path, steps: int = 800, quick: bool = False, report: Reporter = 
 
     timed("segment", segmenting)
 
-    # A part that is not the whole figure: the head when a part is named so, else the smallest named one.
-    part = "head" if "head" in names else (list(names)[-1] if names else "1")
-    say(f"4/5 swapping the {part} of {held_out.stem} onto {other.stem}")
+    # The part the run learned best (which one varies from run to run), so that the swap shows a real part.
+    part, part_iou = part_to_swap(overlap, names)
+    say(f"4/5 swapping the {part} of {held_out.stem} onto {other.stem} (the part this run learned best: "
+        f"IoU {part_iou:.2f} with the true {part.replace('-', ' ')})" if part in names else
+        f"4/5 swapping part {part} of {held_out.stem} onto {other.stem} (no part of this run sits on one true part)")
     swap_video = folder / f"{other.stem}.swap.mp4"
 
     def swapping():
@@ -319,7 +359,7 @@ def run(folder: Path, steps: int = 800, quick: bool = False, report: Reporter = 
     write_image(_strip(_frames(seg_video, [0, frames // 2, frames - 1]),
                        titles=[f"frame {i + 1}" for i in (0, frames // 2, frames - 1)],
                        caption=f"copart segment --style overlay --hard on held-out {held_out.name}: the most likely "
-                               f"of K = {k} parts at each pixel; named after the true part each overlaps most "
+                               f"of K = {k} parts at each pixel; named after the true part each sits on "
                                f"({named_list or 'none named'}). Part NMI {parts['part_nmi']:.2f}, largest part "
                                f"{100 * parts['largest_part']:.0f} % of the figures."),
                 pictures / "segment.png")
@@ -333,7 +373,8 @@ def run(folder: Path, steps: int = 800, quick: bool = False, report: Reporter = 
     write_image(_strip([source, target, result, render.change_picture(target, result, gain=4)],
                        titles=["source", "target", f"{label} swapped", "change x4"],
                        caption=f"copart swap --parts {part} --keep-outside: the target takes the source's {label} "
-                               f"(channels {channels}) in its own pose. " + (
+                               f"(channels {channels}) in its own pose; the demo swaps the part this run learned "
+                               f"best (IoU {part_iou:.2f} with the true one), which varies from run to run. " + (
                                    f"Outside that part's mask pixels differ from a plain re-encode of the target by "
                                    f"{change['outside_vs_reencode_mean']} levels on average (99th percentile "
                                    f"{change['outside_vs_reencode_p99']}); from the target as decoded by "
@@ -358,6 +399,7 @@ def run(folder: Path, steps: int = 800, quick: bool = False, report: Reporter = 
         "segmentation": str(seg_video),
         "swap": str(swap_video),
         "swapped_part": part,
+        "swapped_part_iou": part_iou,
         "metrics": {"iou": scores["iou"]["iou_mean"], "mae_sum": scores["mae"]["sum"], "mae_mean": scores["mae"]["mean"],
                     "part_nmi": parts["part_nmi"], "part_miou": parts["part_miou"],
                     "largest_part": parts["largest_part"], "coverage": parts["coverage"]},

@@ -20,6 +20,7 @@ def demo(
     folder: Path = typer.Argument(Path("demo"), help="Where everything goes (reused when run again)."),
     steps: int = typer.Option(800, "--steps", min=1, help="Training steps (800: 6 to 12 minutes on 2 cores, by the CPU and its load)."),
     quick: bool = typer.Option(False, "--quick", help="Tiny sizes for a smoke test (also COPART_DEMO_QUICK=1)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the training run (which parts it learns varies with it)."),
 ) -> None:
     from copart.demo import Reporter, run
 
@@ -29,7 +30,7 @@ def demo(
                       progress=lambda name, unit: ui.CountProgress(console, name, unit),
                       training=lambda: ui.TrainingProgress(console))
     try:
-        summary = run(folder, steps, quick, report)
+        summary = run(folder, steps, quick, report, seed=seed)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted; run copart demo {folder} again to continue from what was finished") from None
     names = summary["part_names"]
