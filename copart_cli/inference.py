@@ -138,6 +138,23 @@ def set_compute_threads() -> int:
     return torch.get_num_threads()
 
 
+def keeps_thread_count(function):
+    """``function`` (a job that calls :func:`set_compute_threads`) with torch's global thread
+    count restored after it returns or fails: a library call leaves the caller's setting as it
+    found it."""
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        before = torch.get_num_threads()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            if torch.get_num_threads() != before:
+                torch.set_num_threads(before)
+
+    return call
+
+
 def to_tensor(images: Sequence[np.ndarray], device, channels_last: bool = False) -> torch.Tensor:
     """``(B, 3, S, S)`` float in [0, 1] from RGB uint8 arrays (uploaded as uint8, from pinned
     memory and without waiting, on CUDA; converted to float on the device)."""

@@ -188,3 +188,35 @@ def test_info_on_a_preset_names_its_published_model():
     assert "published model" in table.output
     unpublished = CliRunner().invoke(app, ["info", "cpu-64-sem-5segments", "--json"])
     assert "published_model" not in json.loads(unpublished.output)
+
+
+# ---------------------------------------------------------------------------------------------
+# Library calls leave the caller's state alone: torch's thread count, the model's memory layout
+
+
+def test_the_library_jobs_leave_torchs_thread_count_as_they_found_it(tmp_path, monkeypatch, astronaut,
+                                                                     fixture_checkpoint):
+    import torch
+
+    from copart import inference
+    from copart.editing.segment import segment
+    from copart.editing.swap import swap
+    from copart.loading import ModelChoice
+    from copart.models.errors import CopartError
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(inference, "physical_cores", lambda: before + 1)  # what the jobs would set
+    model = ModelChoice(checkpoint=fixture_checkpoint)
+    try:
+        assert inference.set_compute_threads() == before + 1  # the jobs' choice differs from the caller's
+        torch.set_num_threads(before)
+        swap(astronaut, astronaut, ["hair"], model, output=tmp_path / "swapped.png", no_crop=True, device="cpu")
+        assert torch.get_num_threads() == before
+        segment(astronaut, model, output=tmp_path / "parts.png", no_crop=True, device="cpu")
+        assert torch.get_num_threads() == before
+        with pytest.raises(CopartError):  # a failing call restores it too
+            swap(astronaut, astronaut, ["nose"], model, output=tmp_path / "no.png", no_crop=True, device="cpu")
+        assert torch.get_num_threads() == before
+    finally:
+        torch.set_num_threads(before)

@@ -14,7 +14,7 @@ from typing import Callable, Optional, Union
 
 import numpy as np
 
-from copart.inference import Segmenter, resolve_batch_size, resolve_precision, set_compute_threads
+from copart.inference import Segmenter, keeps_thread_count, resolve_batch_size, resolve_precision, set_compute_threads
 from copart.loading import ModelChoice, pick_device
 from copart.media import read, render, write
 from copart.media.faces import FaceSummary, centre_weight, make_track, parse_face
@@ -186,7 +186,7 @@ def _replace_png_dir(new: Path, png_dir: Path) -> None:
     os.replace(new, png_dir)
 
 
-
+@keeps_thread_count
 def segment(
     target: Path,
     model: ModelChoice = ModelChoice(),

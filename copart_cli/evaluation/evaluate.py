@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import torch
 
-from copart.inference import autocast, resolve_precision, set_compute_threads, to_tensor
+from copart.inference import autocast, keeps_thread_count, resolve_precision, set_compute_threads, to_tensor
 from copart.loading import ModelChoice, pick_device
 from copart.media.faces import best_face, face_to_box, make_detector
 from copart.media.pipeline import WHOLE, Progress, frame_maps, take
@@ -87,6 +87,7 @@ def plot(files, truth, predicted, foreground, out: Path, count: int = 6) -> None
     write_image(np.concatenate(tiles, axis=1), out)
 
 
+@keeps_thread_count
 def evaluate(
     root: Path,
     model: ModelChoice = ModelChoice(),
