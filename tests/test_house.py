@@ -220,3 +220,24 @@ def test_the_library_jobs_leave_torchs_thread_count_as_they_found_it(tmp_path, m
         assert torch.get_num_threads() == before
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_a_part_swapper_leaves_the_callers_model_as_it_was(fixture_checkpoint, channels_last):
+    import numpy as np
+    import torch
+
+    from copart.inference import PartSwapper, Segmenter
+    from copart.models.checkpoint import load_model
+
+    model = load_model(fixture_checkpoint).model
+    size = model.config.image_size[0]
+    layout = {name: (p.data_ptr(), p.is_contiguous()) for name, p in model.named_parameters()}
+    face = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    swapper = PartSwapper(model, face, [3, 4, 5], "cpu", "fp32", channels_last=channels_last)
+    segmenter = Segmenter(model, "cpu", channels_last=channels_last)
+    assert {name: (p.data_ptr(), p.is_contiguous()) for name, p in model.named_parameters()} == layout
+    conv = next(p for p in swapper.model.parameters() if p.dim() == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    out = swapper([face])  # and it runs in the layout it chose
+    assert out[0].shape == (size, size, 3) and segmenter([face])[0]["segmentation"].shape[0] == 11
