@@ -243,9 +243,14 @@ class Segmenter:
         self.channels_last = channels_last_for(device) if channels_last is None else channels_last
         self.model = in_layout(model, self.channels_last).eval()
 
-    def __call__(self, crops: list[np.ndarray]) -> list[dict]:
+    def segment(self, crops: list[np.ndarray]):
+        """The model's :class:`~copart.models.segmentation.PartSegmentation` of a batch of crops
+        (tensors on the device, in the run's precision)."""
         with torch.inference_mode(), autocast(self.device, self.precision):
-            seg = self.model.segment(to_tensor(crops, self.device, self.channels_last))
+            return self.model.segment(to_tensor(crops, self.device, self.channels_last))
+
+    def __call__(self, crops: list[np.ndarray]) -> list[dict]:
+        seg = self.segment(crops)
         maps = seg.segmentation.float().contiguous().cpu().numpy().astype(np.float16)
         shift = seg.shift.float().cpu().numpy()
         affine = seg.affine.float().cpu().numpy() if seg.affine is not None else None

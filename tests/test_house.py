@@ -241,3 +241,24 @@ def test_a_part_swapper_leaves_the_callers_model_as_it_was(fixture_checkpoint, c
     assert conv.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     out = swapper([face])  # and it runs in the layout it chose
     assert out[0].shape == (size, size, 3) and segmenter([face])[0]["segmentation"].shape[0] == 11
+
+
+def test_eval_segments_through_the_segmenter(tmp_path, monkeypatch, fixture_checkpoint):
+    """copart eval runs the model through inference.Segmenter, as copart segment does."""
+    from copart.evaluation import evaluate
+    from copart.inference import Segmenter
+    from copart.loading import ModelChoice
+    from copart.training.synthetic import generate
+
+    seen = []
+
+    class Counted(Segmenter):
+        def segment(self, crops):
+            seen.append(len(crops))
+            return super().segment(crops)
+
+    monkeypatch.setattr(evaluate, "Segmenter", Counted)
+    generate(tmp_path / "syn", videos=2, frames=4, size=64, test=1)
+    results = evaluate.evaluate(tmp_path / "syn" / "eval", ModelChoice(checkpoint=fixture_checkpoint), metric="iou",
+                                batch_size=3, device="cpu")
+    assert sum(seen) == results["test_images"] > 0 and max(seen) <= 3

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import torch
 
-from copart.inference import autocast, keeps_thread_count, resolve_precision, set_compute_threads, to_tensor
+from copart.inference import Segmenter, keeps_thread_count, resolve_precision, set_compute_threads
 from copart.loading import ModelChoice, pick_device
 from copart.media.faces import best_face, face_to_box, make_detector
 from copart.media.pipeline import WHOLE, Progress, frame_maps, take
@@ -27,7 +27,8 @@ class Scorer:
     """Part centres (and foreground) of images in their own pixel coordinates, in batches."""
 
     def __init__(self, model, device: str, precision: str, detector=None, margin: float = 0.3):
-        self.model, self.device, self.precision = model.eval(), device, precision
+        # The default memory layout on every device: the scores stay those of the plain model.
+        self.segmenter = Segmenter(model, device, precision, channels_last=False)
         self.size = model.config.image_size[0]
         self.detector, self.margin = detector, margin
         self.done = 0
@@ -39,8 +40,7 @@ class Scorer:
             images = [read_image(f) for f in files[i : i + batch_size]]
             regions = [self._region(im) for im in images]
             crops = [take(im, r, self.size) for im, r in zip(images, regions)]
-            with torch.inference_mode(), autocast(self.device, self.precision):
-                seg = self.model.segment(to_tensor(crops, self.device)).segmentation.float().cpu()
+            seg = self.segmenter.segment(crops).segmentation.float().cpu()
             for image, region, maps in zip(images, regions, seg):
                 full = maps[None] if region is WHOLE else self._place(maps.numpy(), region, image.shape)
                 size = image.shape[:2]
