@@ -262,3 +262,23 @@ def test_eval_segments_through_the_segmenter(tmp_path, monkeypatch, fixture_chec
     results = evaluate.evaluate(tmp_path / "syn" / "eval", ModelChoice(checkpoint=fixture_checkpoint), metric="iou",
                                 batch_size=3, device="cpu")
     assert sum(seen) == results["test_images"] > 0 and max(seen) <= 3
+
+
+def test_parts_checks_its_output_as_every_command_does(tmp_path, monkeypatch, fixture_checkpoint):
+    """copart parts -o goes through media.write.check_output (one set of rules for outputs)."""
+    from typer.testing import CliRunner
+
+    from copart.app import app
+    from copart.media import write
+
+    checked, real = [], write.check_output
+    monkeypatch.setattr(write, "check_output", lambda *args: (checked.append(args), real(*args))[1])
+    out = tmp_path / "named.pth"
+    result = CliRunner().invoke(app, ["parts", str(fixture_checkpoint), "--name", "x=1", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert [(Path(p), force, [Path(i) for i in inputs]) for p, force, inputs in checked] == [
+        (out, False, [fixture_checkpoint])]
+    again = CliRunner().invoke(app, ["parts", str(fixture_checkpoint), "--name", "x=1", "-o", str(out)])
+    assert again.exit_code != 0 and "already exists; pass --force to replace it" in str(again.exception)
+    same = CliRunner().invoke(app, ["parts", str(fixture_checkpoint), "--name", "x=1", "-o", str(fixture_checkpoint)])
+    assert "is the input checkpoint; use --in-place to rewrite it" in str(same.exception)
