@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -101,6 +102,51 @@ def test_the_import_check_reports_planted_imports():
         "planted.py:11 cv2",
         "planted.py:13 copart.media.read",
     ]
+
+
+VIDEO_SUFFIX = re.compile(r"\.(mp4|m4v|mov|mkv|webm|avi|flv|mpe?g|wmv|3gp)\b", re.IGNORECASE)
+
+
+def application_knowledge(source: str, name: str) -> list[str]:
+    """``name:line what`` for every string in ``source`` (docstrings aside: they may explain)
+    that is the application's business, not the model core's: a URL (the hub's catalog holds
+    them), the offline switch ``COPART_OFFLINE`` (copart.hub decides), a video file's suffix
+    (the media layer reads and writes videos)."""
+    tree = ast.parse(source, filename=name)
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            text = node.value
+            for what, hit in (("a URL", "://" in text), ("COPART_OFFLINE", "COPART_OFFLINE" in text),
+                              ("a video suffix", VIDEO_SUFFIX.search(text) is not None)):
+                if hit:
+                    found.append(f"{name}:{node.lineno} {what}")
+    return found
+
+
+def test_the_model_core_holds_no_url_no_offline_switch_and_no_video_suffix():
+    files = sorted((ROOT / "models").glob("*.py"))
+    found = [hit for path in files for hit in application_knowledge(path.read_text(), path.name)]
+    assert found == [], "the application's business in the core: " + ", ".join(found)
+
+
+def test_the_knowledge_check_reports_planted_strings():
+    planted = (
+        '"""A module; its docstring may say https://example.org and .mp4."""\n'
+        'URL = f"https://download.pytorch.org/models/{name}"\n'
+        'import os\n'
+        'OFF = os.environ.get("COPART_OFFLINE")\n'
+        'VIDEOS = {".mp4", ".MOV"}\n'
+        'def f(path):\n'
+        '    """Reads path (not an .mkv)."""\n'
+        '    return path.with_suffix(".webm"), "checkpoint.pth", "a PNG image"\n'
+    )
+    assert application_knowledge(planted, "planted.py") == [
+        "planted.py:2 a URL", "planted.py:4 COPART_OFFLINE", "planted.py:5 a video suffix",
+        "planted.py:5 a video suffix", "planted.py:8 a video suffix"]
 
 
 # ---------------------------------------------------------------------------------------------
