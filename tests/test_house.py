@@ -328,3 +328,36 @@ def test_parts_checks_its_output_as_every_command_does(tmp_path, monkeypatch, fi
     assert again.exit_code != 0 and "already exists; pass --force to replace it" in str(again.exception)
     same = CliRunner().invoke(app, ["parts", str(fixture_checkpoint), "--name", "x=1", "-o", str(fixture_checkpoint)])
     assert "is the input checkpoint; use --in-place to rewrite it" in str(same.exception)
+
+
+def test_copart_models_lists_and_pulls_through_the_registry(tmp_path, monkeypatch):
+    """copart models takes a part-swap model's K and preset from the registry, and a preset's name
+    to mean its published model, as --k and --preset do."""
+    import dataclasses
+
+    from typer.testing import CliRunner
+
+    from copart import presets
+    from copart.app import app
+
+    monkeypatch.setenv("COPART_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    real = presets._registry()
+    changed = dict(real)
+    changed["vox-256-sem-1segment"] = dataclasses.replace(real["vox-256-sem-1segment"], model="vox-5segments",
+                                                          file="vox-5segments.pth.tar", by_k=True)
+    changed["vox-256-sem-5segments"] = dataclasses.replace(real["vox-256-sem-5segments"], model=None, file=None,
+                                                           by_k=False)
+    monkeypatch.setattr(presets, "_registry", lambda: changed)
+    listed = CliRunner().invoke(app, ["models", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = {row["name"]: row for row in json.loads(listed.output)}
+    assert (rows["vox-5segments"]["preset"], rows["vox-5segments"]["k"], rows["vox-5segments"]["by_k"]) == (
+        "vox-256-sem-1segment", 1, True)
+    assert (rows["vox-10segments"]["preset"], rows["vox-10segments"]["k"]) == ("vox-256-sem-10segments", 10)
+    assert rows["s3fd"]["preset"] is None and rows["s3fd"]["by_k"] is False
+    pulled = CliRunner().invoke(app, ["models", "pull", "vox-256-sem-1segment"])  # offline: says what it would fetch
+    assert pulled.exit_code != 0
+    assert "vox-5segments (vox-5segments.pth.tar) is not in the cache" in str(pulled.exception), pulled.exception
+    where = CliRunner().invoke(app, ["models", "path", "vox-256-sem-1segment"])
+    assert where.output.strip() == str(tmp_path / "home" / "vox-5segments.pth.tar")
