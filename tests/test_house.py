@@ -361,3 +361,64 @@ def test_copart_models_lists_and_pulls_through_the_registry(tmp_path, monkeypatc
     assert "vox-5segments (vox-5segments.pth.tar) is not in the cache" in str(pulled.exception), pulled.exception
     where = CliRunner().invoke(app, ["models", "path", "vox-256-sem-1segment"])
     assert where.output.strip() == str(tmp_path / "home" / "vox-5segments.pth.tar")
+
+
+def test_swap_change_streams_the_videos_and_keeps_the_targets_frame_rate(tmp_path, monkeypatch, fixture_checkpoint):
+    """The demo's measure of a swap decodes the videos a few frames at a time, re-encodes the target
+    at its own frame rate, and gives the numbers of the whole videos at once."""
+    from fractions import Fraction
+
+    import av
+    import numpy as np
+    import torch
+
+    from copart import demo
+    from copart.media import write
+    from copart.models.checkpoint import load_model
+    from copart.training.synthetic import render_video
+
+    images = list(render_video(3, frames=20, size=128)[0])
+    swapped_images = [im.copy() for im in images]
+    for im in swapped_images:
+        im[:64, :64] = 255 - im[:64, :64]  # the "swap" changes the top-left quarter
+    target, swapped, plain = tmp_path / "target.mp4", tmp_path / "swapped.mp4", tmp_path / "plain.mp4"
+
+    def encoded(path, frames):
+        with write.VideoWriter(path, 128, 128, Fraction(10), Fraction(1, 10)) as writer:  # 10 frames a second
+            for image in frames:
+                writer.write(image)
+
+    def decoded(path):
+        with av.open(str(path)) as container:
+            return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+    encoded(target, images)
+    encoded(swapped, swapped_images)
+    encoded(plain, decoded(target))  # what the codec alone changes: the target, decoded, encoded again
+    rates, real_writer = [], write.VideoWriter
+
+    def recording(path, width, height, fps, *args, **kwargs):
+        rates.append(fps)
+        return real_writer(path, width, height, fps, *args, **kwargs)
+
+    monkeypatch.setattr(write, "VideoWriter", recording)
+    model = load_model(fixture_checkpoint).model
+    batches, real_segment = [], model.segment
+    monkeypatch.setattr(model, "segment", lambda x: (batches.append(len(x)), real_segment(x))[1])
+    channels, outside = [0, 1, 7, 9], 0.45  # the fixture model's maps are flat: these split the frames
+    change = demo.swap_change(model, target, swapped, channels, outside, batch=8)
+    assert rates == [Fraction(10)]
+    assert batches == [8, 8, 4]
+    before, after, reencoded = (decoded(p).astype(np.int16) for p in (target, swapped, plain))
+    with torch.no_grad():
+        seg = real_segment(torch.from_numpy(before.astype(np.uint8)).permute(0, 3, 1, 2).float() / 255).segmentation
+    mask = torch.nn.functional.interpolate(seg[:, channels].sum(1, keepdim=True), size=(128, 128),
+                                           mode="bilinear", align_corners=False)[:, 0].numpy()
+    levels, codec = np.abs(after - before).max(-1), np.abs(after - reencoded).max(-1)
+    expected = {"outside_mean": levels[mask < outside].mean(), "outside_p99": np.percentile(levels[mask < outside], 99),
+                "outside_vs_reencode_mean": codec[mask < outside].mean(),
+                "outside_vs_reencode_p99": np.percentile(codec[mask < outside], 99),
+                "inside_mean": levels[mask >= 0.5].mean(), "outside_share": (mask < outside).mean()}
+    assert 0 < expected["outside_share"] < 1 and (mask >= 0.5).any()
+    assert change == pytest.approx(expected, abs=0.06), (change, expected)
+    assert change["outside_mean"] > 10  # the changed quarter is seen
