@@ -422,3 +422,74 @@ def test_swap_change_streams_the_videos_and_keeps_the_targets_frame_rate(tmp_pat
     assert 0 < expected["outside_share"] < 1 and (mask >= 0.5).any()
     assert change == pytest.approx(expected, abs=0.06), (change, expected)
     assert change["outside_mean"] > 10  # the changed quarter is seen
+
+
+# ---------------------------------------------------------------------------------------------
+# One Region type through the pipeline
+
+
+def region_branches(source: str, name: str) -> list[str]:
+    """``name:line`` for every branch on the former union of regions (``Box | dict | None |
+    "whole"``): ``isinstance(x, dict)``, ``x is WHOLE`` / ``is not WHOLE``, ``== "whole"``."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename=name)):
+        if (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "isinstance" and len(node.args) == 2
+                and getattr(node.args[1], "id", None) == "dict"):
+            found.append(f"{name}:{node.lineno}")
+        elif isinstance(node, ast.Compare):
+            for op, right in zip(node.ops, node.comparators):
+                if ((isinstance(op, (ast.Is, ast.IsNot)) and getattr(right, "id", None) == "WHOLE")
+                        or (isinstance(op, (ast.Eq, ast.NotEq, ast.In, ast.NotIn))
+                            and "whole" in [getattr(c, "value", None) for c in ast.walk(right)])):
+                    found.append(f"{name}:{node.lineno}")
+    return sorted(set(found), key=lambda hit: int(hit.rsplit(":", 1)[1]))
+
+
+def test_the_pipeline_and_the_jobs_pass_one_region_type_and_convert_in_one_place():
+    files = [ROOT / "copart_cli" / "media" / "pipeline.py", *sorted((ROOT / "copart_cli" / "editing").glob("*.py")),
+             *sorted((ROOT / "copart_cli" / "evaluation").glob("*.py")),
+             *sorted((ROOT / "copart_cli" / "media" / "faces").rglob("*.py"))]
+    found = [hit for path in files for hit in region_branches(path.read_text(), str(path.relative_to(ROOT)))]
+    assert found == [], "branches on the union of regions (use copart.media.region.Region): " + ", ".join(found)
+    planted = ('def put(image, patch, region):\n    if isinstance(region, dict):\n        return 1\n'
+               '    if region is WHOLE or region == "whole":\n        return 2\n    return region in (None, "whole")\n')
+    assert region_branches(planted, "planted.py") == ["planted.py:2", "planted.py:4", "planted.py:6"]
+
+
+def test_a_region_is_made_in_one_place_and_runs_through_the_pipeline():
+    import numpy as np
+
+    from copart.media import pipeline
+    from copart.media.faces import Box
+    from copart.media.region import NOTHING, WHOLE, Region
+
+    a, b = Box(40, 40, 32), Box(90, 50, 40)
+    assert Region.of(a) == Region(boxes=((0, a),)) and Region.of(a).box == a and not Region.of(a).several
+    assert Region.of(None) is NOTHING and NOTHING.empty and NOTHING.crops == 0 and NOTHING.box is None
+    assert Region.of("whole") is WHOLE and pipeline.WHOLE is WHOLE and WHOLE.whole and WHOLE.crops == 1
+    two = Region.of({1: a, 2: b})
+    assert two.several and two.faces == {1: a, 2: b} and two.crops == 2 and two.box is None
+    assert Region.of(two) is two and hash(two) == hash(Region.of({1: a, 2: b}))
+    with pytest.raises(TypeError):
+        Region.of((1, 2, 3))
+
+    class Track:  # what a face track gives per frame: a box, nothing, several faces
+        def track(self, frames):
+            yield from zip(frames, [a, None, {1: a, 2: b}])
+
+    image = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    frames = ["f0", "f1", "f2"]
+    given = list(pipeline.regions(frames, Track()))
+    assert given == [("f0", Region.of(a)), ("f1", NOTHING), ("f2", two)]
+    assert all(isinstance(r, Region) for _, r in given)
+    assert list(pipeline.regions(frames, None)) == [(f, WHOLE) for f in frames]
+    # the regions run through crops, batches and the paste-back as the track's values did
+    out = list(pipeline.batched_apply(pipeline.with_crops(given, 16, image_of=lambda f: image), 16, 2,
+                                      lambda crops: [255 - c for c in crops], image_of=lambda f: image))
+    legacy = list(pipeline.batched_apply(((f, r) for f, r in zip(frames, [a, None, {1: a, 2: b}])), 16, 2,
+                                         lambda crops: [255 - c for c in crops], image_of=lambda f: image))
+    assert [r for _, r, _ in out] == [r for _, r in given] and out[1][2] is None and set(out[2][2]) == {1, 2}
+    for (_, region, patch), (_, old, old_patch) in zip(out, legacy):
+        if patch is not None:
+            assert np.array_equal(pipeline.put(image, patch, region), pipeline.put(image, old_patch, old))
+    assert np.array_equal(pipeline.take(image, WHOLE, 16), pipeline.take(image, "whole", 16))

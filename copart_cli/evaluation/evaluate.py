@@ -13,8 +13,9 @@ import torch
 from copart.inference import Segmenter, keeps_thread_count, resolve_precision, set_compute_threads
 from copart.loading import ModelChoice, pick_device
 from copart.media.faces import best_face, face_to_box, make_detector
-from copart.media.pipeline import WHOLE, Progress, frame_maps, take
+from copart.media.pipeline import Progress, frame_maps, take
 from copart.media.read import read_image
+from copart.media.region import WHOLE, Region
 from copart.media.write import check_output, write_image
 from copart.models.errors import CopartError
 
@@ -42,7 +43,7 @@ class Scorer:
             crops = [take(im, r, self.size) for im, r in zip(images, regions)]
             seg = self.segmenter.segment(crops).segmentation.float().cpu()
             for image, region, maps in zip(images, regions, seg):
-                full = maps[None] if region is WHOLE else self._place(maps.numpy(), region, image.shape)
+                full = maps[None] if region.whole else self._place(maps.numpy(), region, image.shape)
                 size = image.shape[:2]
                 full = torch.as_tensor(full)
                 centres.append(metrics.part_centres(full, size)[0])
@@ -57,7 +58,7 @@ class Scorer:
         if self.detector is None:
             return WHOLE
         face = best_face(self.detector.detect(image))
-        return face_to_box(face, self.margin) if face is not None else WHOLE
+        return Region.of(face_to_box(face, self.margin)) if face is not None else WHOLE
 
     @staticmethod
     def _place(maps: np.ndarray, region, shape) -> np.ndarray:
