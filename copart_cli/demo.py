@@ -9,6 +9,7 @@ truth. Everything lands in one folder; running it again reuses what exists.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import shutil
 import time
@@ -189,43 +190,72 @@ def held_out_parts(model, data: Path) -> dict:
 
 
 def swap_change(model, target: Path, swapped: Path, channels: list[int], outside: float = 0.02,
-                crf: int = 18) -> dict:
+                crf: int = 18, batch: int = 8) -> dict:
     """How much a swap changed each frame, in levels (0-255), inside and outside the chosen parts:
     the mask is the target's own soft part maps of those channels, upsampled to the frame;
     "outside" is where it is below ``outside``. Both videos are decoded as written (so the
     codec's own changes count too), and against a plain re-encode of the target at the same
-    ``crf`` (what the swap changes beyond the codec)."""
-    model = model.eval()
-    with av.open(str(target)) as a, av.open(str(swapped)) as b:
-        before = np.stack([f.to_ndarray(format="rgb24") for f in a.decode(video=0)])
-        after = np.stack([f.to_ndarray(format="rgb24") for f in b.decode(video=0)])
-    n = min(len(before), len(after))
-    before, after = before[:n], after[:n]
-    with torch.no_grad():
-        seg = model.segment(torch.from_numpy(before).permute(0, 3, 1, 2).float() / 255).segmentation
-    mask = torch.nn.functional.interpolate(seg[:, channels].sum(1, keepdim=True), size=before.shape[1:3],
-                                           mode="bilinear", align_corners=False)[:, 0].numpy()
-    # A plain re-encode of the target at the swap's settings: what the codec alone changes.
+    ``crf`` and with the target's own timing (what the swap changes beyond the codec). The videos
+    are streamed ``batch`` frames at a time; the statistics come from histograms of the levels."""
     import tempfile
 
     from copart.media.write import VideoWriter
 
+    model = model.eval()
+    counts = {key: np.zeros(256, np.int64) for key in ("outside", "inside", "codec")}
+    total = 0
     with tempfile.TemporaryDirectory() as tmp:
-        plain = Path(tmp) / "plain.mp4"
-        with VideoWriter(plain, before.shape[2], before.shape[1], 25, None, crf=crf) as writer:
-            for image in before:
-                writer.write(image)
-        with av.open(str(plain)) as c:
-            reencoded = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])[:n]
-    change = np.abs(after.astype(np.int16) - before.astype(np.int16)).max(axis=-1)
-    codec = np.abs(after.astype(np.int16) - reencoded.astype(np.int16)).max(axis=-1)
-    out_px, in_px, codec_px = change[mask < outside], change[mask >= 0.5], codec[mask < outside]
-    return {"outside_mean": round(float(out_px.mean()), 2) if out_px.size else None,
-            "outside_p99": round(float(np.percentile(out_px, 99)), 1) if out_px.size else None,
-            "outside_vs_reencode_mean": round(float(codec_px.mean()), 2) if codec_px.size else None,
-            "outside_vs_reencode_p99": round(float(np.percentile(codec_px, 99)), 1) if codec_px.size else None,
-            "inside_mean": round(float(in_px.mean()), 2) if in_px.size else None,
-            "outside_share": round(float(out_px.size / change.size), 3)}
+        plain = Path(tmp) / "plain.mp4"  # a plain re-encode of the target at the swap's settings
+        with MediaReader(target, "Target") as reader:
+            writer = None
+            for frame in reader.frames():
+                if writer is None:
+                    writer = VideoWriter(plain, frame.image.shape[1], frame.image.shape[0], reader.fps,
+                                         frame.time_base, crf=crf)
+                writer.write(frame.image, frame.pts)
+            if writer is None:
+                raise CopartError(f"Target {target} has no frames.")
+            writer.close()
+        with MediaReader(target, "Target") as a, MediaReader(swapped, "Swap") as b, \
+                MediaReader(plain, "Re-encode") as c:
+            frames = zip(a.frames(), b.frames(), c.frames())
+            while chunk := list(itertools.islice(frames, batch)):
+                before = np.stack([x.image for x, _, _ in chunk])
+                h, w = before.shape[1:3]
+                after = np.stack([y.image[:h, :w] for _, y, _ in chunk]).astype(np.int16)
+                reencoded = np.stack([z.image[:h, :w] for _, _, z in chunk]).astype(np.int16)
+                with torch.no_grad():
+                    seg = model.segment(torch.from_numpy(before).permute(0, 3, 1, 2).float() / 255).segmentation
+                mask = torch.nn.functional.interpolate(seg[:, channels].sum(1, keepdim=True), size=(h, w),
+                                                       mode="bilinear", align_corners=False)[:, 0].numpy()
+                change = np.abs(after - before.astype(np.int16)).max(axis=-1)
+                codec = np.abs(after - reencoded).max(axis=-1)
+                for key, levels in (("outside", change[mask < outside]), ("inside", change[mask >= 0.5]),
+                                    ("codec", codec[mask < outside])):
+                    counts[key] += np.bincount(levels.ravel(), minlength=256)
+                total += change.size
+    out, inside, codec = counts["outside"], counts["inside"], counts["codec"]
+    return {"outside_mean": _mean(out, 2), "outside_p99": _percentile(out, 99, 1),
+            "outside_vs_reencode_mean": _mean(codec, 2), "outside_vs_reencode_p99": _percentile(codec, 99, 1),
+            "inside_mean": _mean(inside, 2), "outside_share": round(float(out.sum() / total), 3)}
+
+
+def _mean(counts: np.ndarray, digits: int) -> Optional[float]:
+    """The mean of levels given as a histogram (``counts[v]``: how many are ``v``), or None if none."""
+    n = counts.sum()
+    return round(float((counts * np.arange(len(counts))).sum() / n), digits) if n else None
+
+
+def _percentile(counts: np.ndarray, q: float, digits: int) -> Optional[float]:
+    """``np.percentile`` (linear interpolation) of levels given as a histogram, or None if none."""
+    n = counts.sum()
+    if not n:
+        return None
+    position = q / 100 * (n - 1)
+    low = int(np.floor(position))
+    cumulative = np.cumsum(counts)
+    below, above = (int(np.searchsorted(cumulative, i, side="right")) for i in (low, min(low + 1, n - 1)))
+    return round(float(below + (above - below) * (position - low)), digits)
 
 
 SETTINGS = "demo.json"

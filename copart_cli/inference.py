@@ -5,6 +5,7 @@ each), and the two callables the frame pipeline runs (:class:`PartSwapper`, :cla
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import math
 import os
@@ -138,6 +139,23 @@ def set_compute_threads() -> int:
     return torch.get_num_threads()
 
 
+def keeps_thread_count(function):
+    """``function`` (a job that calls :func:`set_compute_threads`) with torch's global thread
+    count restored after it returns or fails: a library call leaves the caller's setting as it
+    found it."""
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        before = torch.get_num_threads()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            if torch.get_num_threads() != before:
+                torch.set_num_threads(before)
+
+    return call
+
+
 def to_tensor(images: Sequence[np.ndarray], device, channels_last: bool = False) -> torch.Tensor:
     """``(B, 3, S, S)`` float in [0, 1] from RGB uint8 arrays (uploaded as uint8, from pinned
     memory and without waiting, on CUDA; converted to float on the device)."""
@@ -165,12 +183,23 @@ def autocast(device: str, precision: str):
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
+def in_layout(model: CoPartModel, channels_last: bool) -> CoPartModel:
+    """``model`` in the memory layout asked for: the model itself where its 4-D weights already
+    are in that layout, else a copy converted once. The caller's model is never changed."""
+    wanted = torch.channels_last if channels_last else torch.contiguous_format
+    tensors = [*model.parameters(), *model.buffers()]
+    if all(t.dim() != 4 or t.is_contiguous(memory_format=wanted) for t in tensors):
+        return model
+    return copy.deepcopy(model).to(memory_format=wanted)
+
+
 class PartSwapper:
     """Swaps ``parts`` of one source face into batches of target crops.
 
     The source is segmented and encoded once (:meth:`CoPartModel.prepare_source`);
     each call does only the target work. ``precision`` may be ``auto``
-    (:func:`auto_precision`); ``channels_last`` None follows :func:`channels_last_for`.
+    (:func:`auto_precision`); ``channels_last`` None follows :func:`channels_last_for`. The
+    caller's model keeps its memory layout: where another is wanted, a copy in it is made once.
     """
 
     def __init__(
@@ -185,7 +214,6 @@ class PartSwapper:
         keep_outside: bool = False,
         channels_last: Optional[bool] = None,
     ):
-        self.model = model.eval()
         self.keep_outside = keep_outside
         self.device = device
         self.precision = resolve_precision(precision, device)
@@ -193,9 +221,9 @@ class PartSwapper:
         self.hard = hard
         self.source_mask = source_mask
         self.channels_last = channels_last_for(device) if channels_last is None else channels_last
-        self.model.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        self.model = in_layout(model, self.channels_last).eval()
         with torch.inference_mode(), autocast(device, self.precision):
-            self.source = model.prepare_source(to_tensor([source], device, self.channels_last))
+            self.source = self.model.prepare_source(to_tensor([source], device, self.channels_last))
 
     def __call__(self, crops: list[np.ndarray]) -> list[np.ndarray]:
         with torch.inference_mode(), autocast(self.device, self.precision):
@@ -210,15 +238,19 @@ class Segmenter:
 
     def __init__(self, model: CoPartModel, device: str, precision: str = "fp32",
                  channels_last: Optional[bool] = None):
-        self.model = model.eval()
         self.device = device
         self.precision = resolve_precision(precision, device)
         self.channels_last = channels_last_for(device) if channels_last is None else channels_last
-        self.model.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        self.model = in_layout(model, self.channels_last).eval()
+
+    def segment(self, crops: list[np.ndarray]):
+        """The model's :class:`~copart.models.segmentation.PartSegmentation` of a batch of crops
+        (tensors on the device, in the run's precision)."""
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            return self.model.segment(to_tensor(crops, self.device, self.channels_last))
 
     def __call__(self, crops: list[np.ndarray]) -> list[dict]:
-        with torch.inference_mode(), autocast(self.device, self.precision):
-            seg = self.model.segment(to_tensor(crops, self.device, self.channels_last))
+        seg = self.segment(crops)
         maps = seg.segmentation.float().contiguous().cpu().numpy().astype(np.float16)
         shift = seg.shift.float().cpu().numpy()
         affine = seg.affine.float().cpu().numpy() if seg.affine is not None else None

@@ -17,9 +17,9 @@ from .errors import CopartError
 from .motion import inverse_2x2
 from .segmentation import PartSegmentation
 
-# The file torchvision publishes for VGG-19 (ImageNet).
+# The file torchvision publishes for VGG-19 (ImageNet); where it comes from is the application's
+# business (copart.hub's catalog, presets/models.json: "vgg19").
 VGG19_FILE = "vgg19-dcbb9e9d.pth"
-VGG19_URL = f"https://download.pytorch.org/models/{VGG19_FILE}"
 # torchvision's vgg19().features: "M" is max pooling; every conv is followed by a ReLU.
 _VGG19_LAYOUT = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
 # Indices in ``features`` after which relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 are taken.
@@ -68,7 +68,7 @@ class Vgg19(nn.Module):
         if not path.is_file():
             raise CopartError(
                 f"The perceptual loss needs VGG-19's weights, {VGG19_FILE}, which are not in {path.parent}: "
-                f"put that file (from {VGG19_URL}) there, or train with the pixel-pyramid loss "
+                f"put torchvision's file of that name there, or train with the pixel-pyramid loss "
                 f"instead (train_params.loss: pixel).",
                 topic="pixel-loss",
             )
@@ -342,5 +342,4 @@ __all__ = [
     "reconstruction_loss",
     "Objective",
     "VGG19_FILE",
-    "VGG19_URL",
 ]

@@ -21,8 +21,9 @@ LAYERS = {
     "copart.app": {"copart.__version__", "copart.commands", "copart.ui", "copart.hub", "copart.models.errors",
                    "copart.models.files"},
     # commands: their jobs, the ui, and below; no command imports another (only their options)
+    # (and the registry of named presets and published models: --k, --preset, copart models)
     "copart.commands": {"copart.ui", "copart.demo", "copart.editing", "copart.training", "copart.evaluation",
-                        "copart.loading", "copart.hub", "copart.models"},
+                        "copart.loading", "copart.hub", "copart.presets", "copart.models"},
     "copart.ui": set(),
     # the jobs
     "copart.demo": {"copart.editing", "copart.training", "copart.evaluation", "copart.loading", "copart.media",

@@ -25,20 +25,32 @@ EPILOG = (
     "\n\nMore: docs/models.md in copart's source."
 )
 
+def _entry(name: str):
+    """The catalog's model a user names: by its name or file, or by the name of the preset it was
+    made with (the registry's published model of that preset)."""
+    from copart import hub, presets
+
+    named = presets.published(name)
+    return hub.entry(named.model if named is not None else name)
+
+
 app = typer.Typer(help=HELP, epilog=EPILOG, no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
 
 
 @app.command("list", help="Every model copart knows: name, K, what it is for, size, cached, and what it was "
                           "verified against.")
 def list_models(as_json: bool = typer.Option(False, "--json", help="Print the list as JSON.")) -> None:
-    from copart import hub
+    from copart import hub, presets
 
+    made_with = {named.model: named for named in presets.registry().values() if named.model}
     rows = []
     for e in hub.catalog().values():
         record = hub.recorded(e)
         cached = hub.is_cached(e)
         size = e.path.stat().st_size if cached else (record or {}).get("size") or e.approx_size
-        rows.append({"name": e.name, "k": e.k, "purpose": e.purpose, "file": e.file, "size": size,
+        named = made_with.get(e.name)  # a part-swap model: its K and preset are the registry's
+        rows.append({"name": e.name, "k": named.k if named else e.k, "preset": named.preset if named else None,
+                     "by_k": bool(named and named.by_k), "purpose": e.purpose, "file": e.file, "size": size,
                      "cached": cached, "verified_against": hub.verified_against(e) if cached else None,
                      "path": str(e.path)})
     if as_json:
@@ -64,7 +76,7 @@ def pull(names: List[str] = typer.Argument(..., help="Model names (copart models
     failed = []
     for name in names:
         try:
-            e = hub.entry(name)
+            e = _entry(name)
             if hub.is_cached(e) and not force:
                 typer.echo(f"{e.name}: already in {e.path}")
                 continue
@@ -87,7 +99,7 @@ def verify(names: List[str] = typer.Argument(None, help="Model names (default: e
     from copart import hub
     from copart.models.errors import CopartError
 
-    entries = [hub.entry(n) for n in names] if names else [e for e in hub.catalog().values() if hub.is_cached(e)]
+    entries = [_entry(n) for n in names] if names else [e for e in hub.catalog().values() if hub.is_cached(e)]
     if not entries:
         raise CopartError(f"Nothing to verify: no model is installed in the cache ({hub.home()}, and PyTorch's hub "
                           f"cache for face-alignment's and VGG-19's files); fetch some with copart models pull "
@@ -105,9 +117,7 @@ def verify(names: List[str] = typer.Argument(None, help="Model names (default: e
 
 @app.command("path", help="Where a model's file is (or goes) in the cache.")
 def path(name: str = typer.Argument(..., help="Model name.")) -> None:
-    from copart import hub
-
-    typer.echo(str(hub.entry(name).path))
+    typer.echo(str(_entry(name).path))
 
 
 @app.command("remove", help="Delete a model's file from the cache.")
@@ -115,6 +125,5 @@ def remove(names: List[str] = typer.Argument(..., help="Model names.")) -> None:
     from copart import hub
 
     for name in names:
-        e = hub.entry(name)
+        e = _entry(name)
         typer.echo(f"{e.name}: {'removed ' + str(e.path) if hub.remove(e) else 'was not in the cache'}")
-

@@ -53,29 +53,18 @@ def parts(
         raise CopartError("Give either -o FILE or --in-place, not both.")
     if not name and (output is not None or in_place):
         raise CopartError("-o and --in-place write names; give at least one --name NAME=channels.")
-    from copart.loading import resolve_model, with_part_names
-    from copart.models.checkpoint import save_atomic
-    from copart.models.files import check_writable
+    if name:
+        from copart.editing.parts import name_parts
+
+        target, names = name_parts(checkpoint, parse_names(name), output, in_place=in_place, force=force,
+                                   preset=preset)
+        typer.echo(f"Wrote {target} with part names: "
+                   + ", ".join(f"{n}={','.join(map(str, c))}" for n, c in names.items()))
+        return
+    from copart.loading import resolve_model
 
     loaded = resolve_model(None, preset, checkpoint, "cpu")
     k = loaded.model.num_segments
-    if name:
-        if in_place:
-            target = Path(checkpoint)
-        else:
-            target = Path(output).expanduser()
-            if target.exists() and target.resolve() == Path(checkpoint).resolve():
-                raise CopartError(f"{target} is the input checkpoint; use --in-place to rewrite it.")
-            if target.exists() and not force:
-                raise CopartError(f"Output {target} already exists; pass --force to replace it.")
-            if not target.parent.is_dir():
-                raise CopartError(f"Output folder {target.parent} does not exist.")
-        check_writable(target.parent)
-        data = with_part_names(loaded, parse_names(name), "--name")
-        save_atomic(data, target)
-        typer.echo(f"Wrote {target} with part names: "
-                   + ", ".join(f"{n}={','.join(map(str, c))}" for n, c in data["part_names"].items()))
-        return
     rows = []
     for channel in range(k + 1):
         labels = [n for n, c in loaded.part_names.items() if channel in c]
@@ -93,4 +82,3 @@ def parts(
     Console(highlight=False).print(table)
     if not loaded.part_names:
         typer.echo("No part names; add some with --name NAME=channels -o FILE.")
-

@@ -14,14 +14,13 @@ from typing import Callable, Optional, Union
 
 import numpy as np
 
-from copart.inference import Segmenter, resolve_batch_size, resolve_precision, set_compute_threads
+from copart.inference import Segmenter, keeps_thread_count, resolve_batch_size, resolve_precision, set_compute_threads
 from copart.loading import ModelChoice, pick_device
 from copart.media import read, render, write
 from copart.media.faces import FaceSummary, centre_weight, make_track, parse_face
 from copart.media.masks import NpzStream
 from copart.media.pipeline import (
     AHEAD,
-    WHOLE,
     Progress,
     Stats,
     batched_apply,
@@ -31,6 +30,7 @@ from copart.media.pipeline import (
     stream_video,
     with_crops,
 )
+from copart.media.region import Region
 from copart.models.errors import CopartError
 
 STYLES = ("overlay", "mask", "side-by-side")
@@ -63,8 +63,8 @@ def smoothed(items, n: int):
         behind_raw = list(behind)
         behind.append((frame, region, out))  # the raw maps: a moving average, not a feedback filter
         near = [o for _, _, o in behind_raw + [(None, None, out)] + list(window)]
-        if isinstance(out, dict) and isinstance(region, dict):  # several faces: each averaged on its own
-            out = {k: mean(o, [n.get(k) if isinstance(n, dict) else None for n in near]) for k, o in out.items()}
+        if out is not None and Region.of(region).several:  # several faces: each averaged on its own
+            out = {k: mean(o, [n.get(k) if n is not None else None for n in near]) for k, o in out.items()}
         elif out is not None:
             out = mean(out, near)
         return frame, region, out
@@ -84,8 +84,9 @@ def painted(frame: np.ndarray, out: Optional[dict], region, colours, style: str,
     label = np.zeros((h, w), np.uint8)
     if out is None:
         return base, label
-    if isinstance(region, dict):
-        return _painted_faces(frame, out, region, colours, style, hard, base, label)
+    region = Region.of(region)
+    if region.several:
+        return _painted_faces(frame, out, region.faces, colours, style, hard, base, label)
     maps, (x0, y0, x1, y1) = frame_maps(out["segmentation"].astype(np.float32), region, frame.shape)
     if x1 > x0 and y1 > y0:
         patch = render.paint(frame[y0:y1, x0:x1], maps, colours, style, hard)
@@ -186,7 +187,7 @@ def _replace_png_dir(new: Path, png_dir: Path) -> None:
     os.replace(new, png_dir)
 
 
-
+@keeps_thread_count
 def segment(
     target: Path,
     model: ModelChoice = ModelChoice(),
@@ -325,7 +326,8 @@ def _record(frame, region, out, seg_shape, k, cropping: bool, affine: bool) -> d
     row["time"] = np.float64(frame.time if frame.time is not None else np.nan)
     row["valid"] = np.bool_(out is not None)
     if cropping:
-        row["box"] = np.asarray(region.bounds() if region not in (None, WHOLE) else (-1, -1, -1, -1), np.int32)
+        box = Region.of(region).box
+        row["box"] = np.asarray(box.bounds() if box is not None else (-1, -1, -1, -1), np.int32)
     return row
 
 
@@ -333,8 +335,8 @@ def _record_faces(npz, known: list, frame, regions, outs, seg_shape, k, affine: 
     """One frame's rows of a ``--face all`` masks file: ``time``, and for every face number
     ``face<N>/segmentation``, ``/shift``, ``/affine``, ``/valid``, ``/box`` (a face first seen
     later gets empty rows for the frames before)."""
-    regions = regions if isinstance(regions, dict) else {}
-    outs = outs if isinstance(outs, dict) else {}
+    regions = Region.of(regions).faces
+    outs = outs or {}
     for key in regions:
         if key not in known:
             empty = _record(frame, None, None, seg_shape, k, True, affine)

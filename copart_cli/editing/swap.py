@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
-from copart.inference import PartSwapper, resolve_batch_size, resolve_precision, set_compute_threads
+from copart.inference import PartSwapper, keeps_thread_count, resolve_batch_size, resolve_precision, set_compute_threads
 from copart.loading import ModelChoice, parse_parts, pick_device
 from copart.media import read, write
 from copart.media.faces import FaceSummary, best_face, face_to_box, make_track, parse_face
@@ -60,6 +60,7 @@ def source_image(path: Path, frame: int):
         return reader.frame_at(frame)
 
 
+@keeps_thread_count
 def swap(
     target: Path,
     source: Path,

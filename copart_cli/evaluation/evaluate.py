@@ -10,11 +10,12 @@ import cv2
 import numpy as np
 import torch
 
-from copart.inference import autocast, resolve_precision, set_compute_threads, to_tensor
+from copart.inference import Segmenter, keeps_thread_count, resolve_precision, set_compute_threads
 from copart.loading import ModelChoice, pick_device
 from copart.media.faces import best_face, face_to_box, make_detector
-from copart.media.pipeline import WHOLE, Progress, frame_maps, take
+from copart.media.pipeline import Progress, frame_maps, take
 from copart.media.read import read_image
+from copart.media.region import WHOLE, Region
 from copart.media.write import check_output, write_image
 from copart.models.errors import CopartError
 
@@ -27,7 +28,8 @@ class Scorer:
     """Part centres (and foreground) of images in their own pixel coordinates, in batches."""
 
     def __init__(self, model, device: str, precision: str, detector=None, margin: float = 0.3):
-        self.model, self.device, self.precision = model.eval(), device, precision
+        # The default memory layout on every device: the scores stay those of the plain model.
+        self.segmenter = Segmenter(model, device, precision, channels_last=False)
         self.size = model.config.image_size[0]
         self.detector, self.margin = detector, margin
         self.done = 0
@@ -39,10 +41,9 @@ class Scorer:
             images = [read_image(f) for f in files[i : i + batch_size]]
             regions = [self._region(im) for im in images]
             crops = [take(im, r, self.size) for im, r in zip(images, regions)]
-            with torch.inference_mode(), autocast(self.device, self.precision):
-                seg = self.model.segment(to_tensor(crops, self.device)).segmentation.float().cpu()
+            seg = self.segmenter.segment(crops).segmentation.float().cpu()
             for image, region, maps in zip(images, regions, seg):
-                full = maps[None] if region is WHOLE else self._place(maps.numpy(), region, image.shape)
+                full = maps[None] if region.whole else self._place(maps.numpy(), region, image.shape)
                 size = image.shape[:2]
                 full = torch.as_tensor(full)
                 centres.append(metrics.part_centres(full, size)[0])
@@ -57,7 +58,7 @@ class Scorer:
         if self.detector is None:
             return WHOLE
         face = best_face(self.detector.detect(image))
-        return face_to_box(face, self.margin) if face is not None else WHOLE
+        return Region.of(face_to_box(face, self.margin)) if face is not None else WHOLE
 
     @staticmethod
     def _place(maps: np.ndarray, region, shape) -> np.ndarray:
@@ -87,6 +88,7 @@ def plot(files, truth, predicted, foreground, out: Path, count: int = 6) -> None
     write_image(np.concatenate(tiles, axis=1), out)
 
 
+@keeps_thread_count
 def evaluate(
     root: Path,
     model: ModelChoice = ModelChoice(),

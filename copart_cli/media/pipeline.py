@@ -27,13 +27,11 @@ from copart.models.errors import CopartError
 
 from . import render
 from .faces import FaceTrack, crop, paste, paste_all
+from .region import WHOLE, Region
 from .write import VideoWriter, write_image
 
 # Progress reports: ``progress(done, total)`` (total None while unknown).
 Progress = Callable[[int, Optional[int]], None]
-
-WHOLE = "whole"  # the region of a frame processed without cropping
-
 
 @dataclass
 class Stats:
@@ -50,34 +48,38 @@ class Stats:
         return self.frames - self.processed
 
 
-def regions(frames: Iterable, track: Optional[FaceTrack]) -> Iterator[tuple[object, object]]:
-    """``(frame, region)`` with region a :class:`Box`, ``WHOLE`` (no cropping), None (no face),
-    or with ``--face all`` a ``{face number: Box}`` dict (several faces, each on its own crop)."""
+def regions(frames: Iterable, track: Optional[FaceTrack]) -> Iterator[tuple[object, Region]]:
+    """``(frame, region)``: the :class:`Region` of each frame, ``WHOLE`` without a track (no
+    cropping), else the track's faces (one, none, or with ``--face all`` each on its own crop).
+    The functions below take a region, or what :meth:`Region.of` turns into one."""
     if track is None:
         for frame in frames:
             yield frame, WHOLE
     else:
-        yield from track.track(frames)
+        for frame, found in track.track(frames):
+            yield frame, Region.of(found)
 
 
 def take(image: np.ndarray, region, size: int) -> np.ndarray:
-    """The model's input for a region of a frame: ``(size, size, 3)`` uint8."""
-    if region is WHOLE:
+    """The model's input for a one-crop region of a frame (or a :class:`Box`): ``(size, size, 3)`` uint8."""
+    region = Region.of(region)
+    if region.whole:
         interpolation = cv2.INTER_AREA if max(image.shape[:2]) > size else cv2.INTER_LINEAR
         return cv2.resize(image, (size, size), interpolation=interpolation)
-    return crop(image, region, size)
+    return crop(image, region.box, size)
 
 
 def put(image: np.ndarray, patch, region) -> np.ndarray:
-    """The frame with the model's output for ``region`` put back (for a dict of regions, a dict
-    of outputs with the same keys, pasted in one pass)."""
-    if isinstance(region, dict):
-        return paste_all(image, [patch[k] for k in region], list(region.values()))
-    if region is WHOLE:
+    """The frame with the model's output for ``region`` put back (for several faces, a dict of
+    outputs by face number, pasted in one pass)."""
+    region = Region.of(region)
+    if region.several:
+        return paste_all(image, [patch[k] for k, _ in region.boxes], [box for _, box in region.boxes])
+    if region.whole:
         h, w = image.shape[:2]
         interpolation = cv2.INTER_AREA if patch.shape[0] > max(h, w) else cv2.INTER_LINEAR
         return cv2.resize(patch, (w, h), interpolation=interpolation)
-    return paste(image, patch, region)
+    return paste(image, patch, region.box)
 
 
 def frame_maps(maps: np.ndarray, region, shape) -> tuple[np.ndarray, tuple[int, int, int, int]]:
@@ -85,9 +87,10 @@ def frame_maps(maps: np.ndarray, region, shape) -> tuple[np.ndarray, tuple[int, 
     ``(maps, (x0, y0, x1, y1))`` with the maps covering exactly that (clipped) rectangle;
     the rest of the frame is background."""
     h, w = shape[:2]
-    if region is WHOLE:
+    region = Region.of(region)
+    if region.whole:
         return render.resize_maps(maps, w, h), (0, 0, w, h)
-    x0, y0, x1, y1 = region.bounds()
+    x0, y0, x1, y1 = region.box.bounds()
     side = x1 - x0
     full = render.resize_maps(maps, side, side)
     cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
@@ -99,11 +102,12 @@ def with_crops(items: Iterable[tuple[object, object]], size: int,
     """``(frame, region, crop)``: each region's model input taken from its frame ahead of the
     model (None where the frame has no region), for :func:`batched_apply`."""
     for frame, region in items:
-        if isinstance(region, dict):
+        r = Region.of(region)
+        if r.several:
             image = image_of(frame)
-            yield frame, region, {k: take(image, box, size) for k, box in region.items()}
+            yield frame, region, {k: take(image, box, size) for k, box in r.boxes}
         else:
-            yield frame, region, (take(image_of(frame), region, size) if region is not None else None)
+            yield frame, region, (take(image_of(frame), r, size) if not r.empty else None)
 
 
 def batched_apply(
@@ -114,32 +118,34 @@ def batched_apply(
     image_of=lambda f: f.image,
 ) -> Iterator[tuple[object, object, Optional[np.ndarray]]]:
     """Run ``apply`` on batches of model-sized crops; yield ``(frame, region, output)`` in
-    order (output None where the frame has no region; for a dict of regions, a dict of
-    outputs: every face of a frame is its own crop in the batch). Items are ``(frame, region)``,
-    or ``(frame, region, crop)`` with the crop (a dict of crops for a dict of regions) already
-    taken (:func:`with_crops`)."""
+    order (output None where the frame has no face; for several faces, a dict of outputs by face
+    number: every face of a frame is its own crop in the batch). Items are ``(frame, region)``,
+    or ``(frame, region, crop)`` with the crop (a dict of crops for several faces) already
+    taken (:func:`with_crops`); each region is given back as it came."""
     pending: list = []
     count = 0
 
     def flush():
         crops = []
-        for f, r, c in pending:
-            if isinstance(r, dict):
-                crops += [c[k] if c is not None else take(image_of(f), box, size) for k, box in r.items()]
-            elif r is not None:
+        for f, given, c in pending:
+            r = Region.of(given)
+            if r.several:
+                crops += [c[k] if c is not None else take(image_of(f), box, size) for k, box in r.boxes]
+            elif not r.empty:
                 crops.append(c if c is not None else take(image_of(f), r, size))
         outputs = iter(apply(crops) if crops else [])
-        for f, r, _ in pending:
-            if isinstance(r, dict):
-                yield f, r, {k: next(outputs) for k in r}
+        for f, given, _ in pending:
+            r = Region.of(given)
+            if r.several:
+                yield f, given, {k: next(outputs) for k, _ in r.boxes}
             else:
-                yield f, r, (next(outputs) if r is not None else None)
+                yield f, given, (next(outputs) if not r.empty else None)
         pending.clear()
 
     for item in items:
         frame, region = item[0], item[1]
         pending.append((frame, region, item[2] if len(item) > 2 else None))
-        count += len(region) if isinstance(region, dict) else region is not None
+        count += Region.of(region).crops
         if count >= batch_size or len(pending) >= 4 * batch_size:
             yield from flush()
             count = 0
