@@ -12,6 +12,7 @@ there are GPUs, and the first process reports on all of them.
 from __future__ import annotations
 
 import glob
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,14 +138,17 @@ def run(
     ``prepare(reuse, device)`` makes what the jobs share before the first one (an error there
     stops the batch with its sentence; under torchrun it runs once per machine first, so that
     a download happens once; not at all when every output is there). ``progress``: a :class:`copart.ui.BatchProgress`-like object."""
+    import torch
+
     from copart.loading import pick_device
     from copart.training import processes
 
     started = time.perf_counter()
     device = pick_device(device)
-    rank, world, _ = processes.distributed()
-    if world > 1:
-        device = processes.join(device, 1)
+    rank, world, local_rank = processes.start_processes(device)  # under torchrun: joins the process group
+    if world > 1 and device.startswith("cuda"):  # each process on its own GPU of its machine
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(device)
     reuse: dict = {}
     completed = False
     try:
@@ -152,7 +156,9 @@ def run(
         to_do = force or any(not p.exists() for t in mine for p in outputs[t])
         flag_device = device if device.startswith("cuda") else "cpu"
         if prepare is not None and processes.any_of([to_do], world, flag_device)[0]:  # nothing to make: no model
-            processes.first_of_each_machine(lambda: prepare(reuse, device), device)
+            processes.first_of_each_machine(lambda: prepare(reuse, device), device)  # downloads once a machine
+            if not reuse:  # the other processes of the machine: from the files the first one fetched
+                prepare(reuse, device)
         done: list[Outcome] = []
         shared: Optional[str] = None
         frames_made = 0
@@ -203,9 +209,13 @@ def run(
 
 def reports() -> bool:
     """This process shows the progress and the summary (the first under torchrun)."""
-    from copart.training import processes
+    return int(os.environ.get("RANK", "0")) == 0
 
-    return processes.distributed()[0] == 0
+
+def shown_as(command: str) -> str:
+    """What the progress display is called: the command, and under torchrun whose share it shows."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return command if world == 1 else f"{command} (process 0 of {world}, its share)"
 
 
 def reason_of(exc: BaseException) -> str:

@@ -86,7 +86,7 @@ def swap(
                        detector=detector.value, margin=margin, face=face, progress=frames, notice=said,
                        downloads=ui.downloads(console), reuse=reuse).stats
 
-        with ui.BatchProgress(console, "swap", disable=not batch.reports()) as progress:
+        with ui.BatchProgress(console, batch.shown_as("swap"), disable=not batch.reports()) as progress:
             done = batch.run(targets, outputs, job, device=device, force=force, prepare=prepare, progress=progress,
                              notice=ui.notice(console))
         options.finish_batch(done, console)
