@@ -72,6 +72,11 @@ def output_folder(output: Optional[Path], what: str, flag: str = "-o") -> Path:
     return folder
 
 
+def named(folder: Path, target: Path) -> Path:
+    """The output of ``target`` in ``folder``: its name, as an MP4 (an image target: a PNG)."""
+    return folder / f"{target.stem}{'.png' if read.is_image(target) else '.mp4'}"
+
+
 def check_names(targets: Sequence[Path], outputs: dict[Path, list[Path]]) -> None:
     """Each output belongs to one input and is no input itself (one sentence before anything is done)."""
     seen: dict[Path, Path] = {}

@@ -68,7 +68,6 @@ def segment(
     console = ui.console()
     targets = batch.expand(target)
     if targets is not None:
-        from copart.media.read import is_image
         from copart.models.errors import CopartError
 
         choice = ModelChoice(k, preset, checkpoint)
@@ -78,7 +77,7 @@ def segment(
                                     f"FOLDER/<name>.npz), not the file {masks}.")
         masks_in = batch.output_folder(masks, "masks file", "--masks") if masks is not None else None
         labels_in = batch.output_folder(png_dir, "label folder", "--png-dir") if png_dir is not None else None
-        named = {t: folder / f"{t.stem}{'.png' if is_image(t) else '.mp4'}" for t in targets}
+        named = {t: batch.named(folder, t) for t in targets}
         extra = {t: ([masks_in / f"{t.stem}.npz"] if masks_in else []) + ([labels_in / t.stem] if labels_in else [])
                  for t in targets}
         outputs = {t: [named[t], folder / f"{t.stem}.legend.png", *extra[t]] for t in targets}

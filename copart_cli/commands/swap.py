@@ -66,11 +66,10 @@ def swap(
     if targets is not None:
         from copart.editing.swap import source_image
         from copart.loading import parse_parts
-        from copart.media.read import is_image
 
         choice = ModelChoice(k, preset, checkpoint)
         folder = batch.output_folder(output, "result")
-        outputs = {t: [folder / f"{t.stem}{'.png' if is_image(t) else '.mp4'}"] for t in targets}
+        outputs = {t: [batch.named(folder, t)] for t in targets}
         batch.check_names(targets, outputs)
 
         def prepare(reuse, on):  # what every target shares, made once: the source image, the model
