@@ -657,9 +657,10 @@ def batch_row(clips: int, frames: int) -> dict:
     batch) / (clips - 1)."""
     if clips < 2:
         raise SystemExit("--batch needs at least 2 clips")
+    from skimage import data as samples
+
     from copart import presets
     from copart.models.checkpoint import checkpoint_dict, model_from_config, save_atomic
-    from skimage import data as samples
 
     print(f"{cpu_name()}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
