@@ -184,8 +184,10 @@ def run(
                             lambda text, name=target.name: notice(f"{name}: {text}"), device)
             except KeyboardInterrupt:
                 kept = sum(o.status != "failed" for o in done)
-                raise Interrupted(f"interrupted; the {kept} finished output{'s' if kept != 1 else ''} of this "
-                                  f"process are kept, and the same command goes on from there") from None
+                whose = " of this process" if world > 1 else ""
+                raise Interrupted(f"interrupted; {kept} finished output{'s' if kept != 1 else ''}{whose} "
+                                  f"{'are' if kept != 1 else 'is'} kept, and the same command goes on from "
+                                  f"there") from None
             except Exception as exc:  # noqa: BLE001 - one broken input does not stop the others
                 reason = reason_of(exc)
                 if getattr(exc, "shared", False):

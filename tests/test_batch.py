@@ -264,3 +264,21 @@ def test_torchrun_two_processes_share_the_clips(tmp_path, clips, astronaut, fixt
     assert result.stdout.count("4 inputs: 4 done") == 1  # one process reports
     assert [rows[f"clip{i}.mp4"][1] for i in range(4)] == ["done"] * 4
     assert [rows[f"clip{i}.mp4"][4] for i in range(4)] == ["0", "1", "0", "1"]  # rank::world_size
+
+
+def test_ctrl_c_keeps_the_finished_outputs_and_says_so(tmp_path):
+    """Ctrl-C during the second input: the first one's output stays, and the sentence says that
+    running the same command again goes on from there."""
+    targets = [tmp_path / "a.mp4", tmp_path / "b.mp4", tmp_path / "c.mp4"]
+    outputs = {t: [tmp_path / "out" / t.name] for t in targets}
+    (tmp_path / "out").mkdir()
+
+    def job(target, output, force, reuse, frames, notice, device):
+        if target.name == "b.mp4":
+            raise KeyboardInterrupt
+        output.write_bytes(b"made")
+
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        batch.run(targets, outputs, job, device="cpu")
+    assert str(stopped.value) == "interrupted; 1 finished output is kept, and the same command goes on from there"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.mp4"]
