@@ -142,7 +142,8 @@ def run(
     ``device`` is resolved here (under torchrun: the process's own GPU where there are GPUs).
     ``prepare(reuse, device)`` makes what the jobs share before the first one (an error there
     stops the batch with its sentence; under torchrun it runs once per machine first, so that
-    a download happens once; not at all when every output is there). ``progress``: a :class:`copart.ui.BatchProgress`-like object."""
+    a download happens once; not at all when every output is there). ``progress``: a
+    :class:`copart.ui.BatchProgress`-like object."""
     import torch
 
     from copart.loading import pick_device
@@ -164,54 +165,101 @@ def run(
             processes.first_of_each_machine(lambda: prepare(reuse, device), device)  # downloads once a machine
             if not reuse:  # the other processes of the machine: from the files the first one fetched
                 prepare(reuse, device)
-        done: list[Outcome] = []
-        shared: Optional[str] = None
-        frames_made = 0
-        for i, target in enumerate(mine):
+
+        def share() -> tuple[list[Outcome], Optional[str]]:  # this process's targets, in order
+            done: list[Outcome] = []
+            shared: Optional[str] = None
+            frames_made = 0
+            for i, target in enumerate(mine):
+                if progress is not None:
+                    progress.files(i, len(mine), frames_made)
+                paths = outputs[target]
+                if not force and all(p.exists() for p in paths):
+                    done.append(Outcome(target, "skipped", f"already made: {paths[0]}", rank=rank))
+                    continue
+                if shared is not None:
+                    done.append(Outcome(target, "failed", f"not tried: {shared}", rank=rank))
+                    continue
+                t0 = time.perf_counter()
+                frames = progress.file(target.name) if progress is not None else None
+                try:  # a finished input's outputs are complete; a part left by a killed run is made again
+                    stats = job(target, paths[0], force or any(p.exists() for p in paths), reuse, frames,
+                                lambda text, name=target.name: notice(f"{name}: {text}"), device)
+                except KeyboardInterrupt:
+                    kept = sum(o.status != "failed" for o in done)
+                    whose = " of this process" if world > 1 else ""
+                    raise Interrupted(f"interrupted; {kept} finished output{'s' if kept != 1 else ''}{whose} "
+                                      f"{'are' if kept != 1 else 'is'} kept, and the same command goes on from "
+                                      f"there") from None
+                except Exception as exc:  # noqa: BLE001 - one broken input does not stop the others
+                    reason = reason_of(exc)
+                    if getattr(exc, "shared", False):
+                        shared = reason
+                    done.append(Outcome(target, "failed", reason, seconds=time.perf_counter() - t0, rank=rank))
+                    continue
+                count = getattr(stats, "frames", 0)
+                frames_made += count
+                done.append(Outcome(target, "done", str(paths[0]), count, time.perf_counter() - t0, rank))
             if progress is not None:
-                progress.files(i, len(mine), frames_made)
-            paths = outputs[target]
-            if not force and all(p.exists() for p in paths):
-                done.append(Outcome(target, "skipped", f"already made: {paths[0]}", rank=rank))
-                continue
-            if shared is not None:
-                done.append(Outcome(target, "failed", f"not tried: {shared}", rank=rank))
-                continue
-            t0 = time.perf_counter()
-            frames = progress.file(target.name) if progress is not None else None
-            try:  # a finished input's outputs are complete; a part left by a killed run is made again
-                stats = job(target, paths[0], force or any(p.exists() for p in paths), reuse, frames,
-                            lambda text, name=target.name: notice(f"{name}: {text}"), device)
-            except KeyboardInterrupt:
-                kept = sum(o.status != "failed" for o in done)
-                whose = " of this process" if world > 1 else ""
-                raise Interrupted(f"interrupted; {kept} finished output{'s' if kept != 1 else ''}{whose} "
-                                  f"{'are' if kept != 1 else 'is'} kept, and the same command goes on from "
-                                  f"there") from None
-            except Exception as exc:  # noqa: BLE001 - one broken input does not stop the others
-                reason = reason_of(exc)
-                if getattr(exc, "shared", False):
-                    shared = reason
-                done.append(Outcome(target, "failed", reason, seconds=time.perf_counter() - t0, rank=rank))
-                continue
-            count = getattr(stats, "frames", 0)
-            frames_made += count
-            done.append(Outcome(target, "done", str(paths[0]), count, time.perf_counter() - t0, rank))
-        if progress is not None:
-            progress.files(len(mine), len(mine), frames_made)
-        outcomes = done
-        if world > 1:
+                progress.files(len(mine), len(mine), frames_made)
+            return done, shared
+
+        if world == 1:
+            outcomes, shared = share()
+        else:
             import torch.distributed
 
+            done, shared, error = _patiently(share, flag_device)
             shares: list = [None] * world
-            torch.distributed.all_gather_object(shares, (done, shared))
+            torch.distributed.all_gather_object(shares, (done, shared, None if error is None else reason_of(error)))
+            if error is not None:
+                raise error
+            failed = next((e for _, _, e in shares if e), None)
+            if failed is not None:
+                raise CopartError(f"Another process of the batch stopped ({failed.rstrip('.')}); the outputs "
+                                  f"finished are kept, and the same command goes on from there.")
             order = {t: n for n, t in enumerate(targets)}
-            outcomes = sorted((o for share, _ in shares for o in share), key=lambda o: order[o.target])
-            shared = next((s for _, s in shares if s), None)
+            outcomes = sorted((o for part, _, _ in shares for o in part), key=lambda o: order[o.target])
+            shared = next((s for _, s, _ in shares if s), None)
         completed = True
     finally:
         processes.leave(world, completed)
     return BatchResult(outcomes, time.perf_counter() - started, world, rank == 0, shared)
+
+
+def _patiently(work: Callable[[], tuple], flag_device: str) -> tuple:
+    """``work()`` in a thread while this process takes part in a small collective every second
+    until every process's work is done: one process may finish its share hours before another,
+    and no collective waits longer than a second or two (the process group's timeout is
+    minutes). Its result and None, or ([], None, the exception it raised)."""
+    import threading
+
+    import torch
+    import torch.distributed
+
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            result["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 - raised in the calling thread after the others heard
+            result["error"] = exc
+
+    worker = threading.Thread(target=run, name="copart-batch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            busy = torch.tensor([float(worker.is_alive())], device=flag_device)
+            torch.distributed.all_reduce(busy, op=torch.distributed.ReduceOp.MAX)
+            if not busy.item():
+                break
+            worker.join(1.0)
+    except KeyboardInterrupt:  # the input being made is left unfinished (its file is temporary)
+        raise Interrupted("interrupted; the finished outputs are kept, and the same command goes on from there") \
+            from None
+    if "error" in result:
+        return [], None, result["error"]
+    return (*result["value"], None)
 
 
 def reports() -> bool:
@@ -227,12 +275,13 @@ def shown_as(command: str) -> str:
 
 def reason_of(exc: BaseException) -> str:
     """Why an input failed, in one sentence."""
-    if isinstance(exc, CopartError):
-        return str(exc)
+    if isinstance(exc, (CopartError, KeyboardInterrupt)):
+        return str(exc) or "interrupted"
     if isinstance(exc, OSError) and exc.filename:
         return str(write.unwritable(exc.filename, exc)) if exc.errno in write.UNWRITABLE else \
             f"{exc.strerror or exc} ({exc.filename})."
-    return f"copart failed unexpectedly ({type(exc).__name__}: {exc}); run it alone with COPART_DEBUG=1 for the details."
+    return (f"copart failed unexpectedly ({type(exc).__name__}: {exc}); run it alone with COPART_DEBUG=1 for "
+            f"the details.")
 
 
 def failures(result: BatchResult) -> str:
@@ -256,7 +305,8 @@ def table(result: BatchResult) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in rows]
     frames = sum(o.frames for o in result.outcomes)
-    lines.append(f"{len(result.outcomes)} input{'s' if len(result.outcomes) != 1 else ''}: {result.count('done')} done, "
+    n = len(result.outcomes)
+    lines.append(f"{n} input{'s' if n != 1 else ''}: {result.count('done')} done, "
                  f"{result.count('skipped')} skipped (already made), {result.failed} failed; {frames} frames in "
                  f"{result.seconds:.1f} s, {frames / max(result.seconds, 1e-9):.2f} frames/s"
                  + (f", {result.world} processes" if result.world > 1 else ""))
