@@ -279,6 +279,9 @@ def main() -> None:
     parser.add_argument("--resume-json", metavar="FILE", help="keep the command rows that an earlier run cut short "
                         "(same options, same machine) saved to FILE, and measure the rest")
     parser.add_argument("--ceiling-child", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, metavar="N", help="only the batch row: N clips (of --batch-frames frames) "
+                        "in one `copart swap FOLDER -o DIR` against the same clips one by one (issue 24)")
+    parser.add_argument("--batch-frames", type=int, default=8, help="frames of each clip of --batch")
     opts = parser.parse_args()
     if opts.from_json:
         results = json.loads(Path(opts.from_json).read_text())
@@ -288,6 +291,9 @@ def main() -> None:
     if opts.ceiling_child:
         clip, source, out, frames, checkpoint, *preset = opts.ceiling_child
         pipeline_ceiling(Path(clip), Path(source), Path(out), int(frames), Path(checkpoint), *preset)
+        return
+    if opts.batch:
+        batch_row(opts.batch, opts.batch_frames)
         return
     if opts.quick:
         opts.frames, opts.face_frames, opts.model_frames, opts.long = 16, 8, 4, 64
@@ -641,6 +647,50 @@ def markdown(r: dict, opts) -> str:
                       f"load average {r['resumed']['load_average_before'][0]} at its start)" if r.get("resumed")
                       else "") + ".")]
     return "\n".join(lines)
+
+
+def batch_row(clips: int, frames: int) -> dict:
+    """A batch of ``clips`` clips of ``frames`` frames (256x256, --no-crop, the random-weight
+    vox-256-sem-10segments model, fp32) in one command against the same clips one by one, each
+    command in a fresh process timed from outside. The batch pays the start-up (imports, model
+    load, source encoding) once, one by one pays it per clip: start-up a clip = (one by one -
+    batch) / (clips - 1)."""
+    if clips < 2:
+        raise SystemExit("--batch needs at least 2 clips")
+    from skimage import data as samples
+
+    from copart import presets
+    from copart.models.checkpoint import checkpoint_dict, model_from_config, save_atomic
+
+    print(f"{cpu_name()}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "clips").mkdir()
+        for i in range(clips):
+            square_clip(tmp / "clips" / f"clip{i:02d}.mp4", frames)
+        source = tmp / "source.png"
+        cv2.imwrite(str(source), cv2.cvtColor(cv2.resize(samples.astronaut(), (256, 256)), cv2.COLOR_RGB2BGR))
+        torch.manual_seed(7)
+        config = presets.load("vox-256-sem-10segments")
+        save_atomic(checkpoint_dict(model_from_config(config).model, config), tmp / "rand10.pth")
+        common = ["-m", "copart", "swap", "--checkpoint", tmp / "rand10.pth", "--parts", "1,2", "--no-crop",
+                  "--device", "cpu", "--precision", "fp32"]
+        one_by_one = []
+        for clip in sorted((tmp / "clips").iterdir()):
+            wall, _, _ = run_command([sys.executable, *common, clip, source, "-o", tmp / f"one-{clip.name}"], clip.name)
+            one_by_one.append(wall)
+            print(f"    one by one, {clip.name}: {wall:.1f} s", flush=True)
+        batch_s, _, out = run_command([sys.executable, *common, tmp / "clips", source, "-o", tmp / "batch"], "batch")
+        print(out.strip().splitlines()[-1], flush=True)
+    total = clips * frames
+    single = sum(one_by_one)
+    row = {"clips": clips, "frames_each": frames, "one_by_one_s": round(single, 2), "batch_s": round(batch_s, 2),
+           "one_by_one_fps": round(total / single, 3), "batch_fps": round(total / batch_s, 3),
+           "startup_per_clip_s": round((single - batch_s) / (clips - 1), 2), "batch_vs_one_by_one": round(single / batch_s, 2)}
+    print(f"batch of {clips} clips x {frames} frames: {row['batch_fps']:.3f} frames/s ({batch_s:.1f} s) against "
+          f"{row['one_by_one_fps']:.3f} frames/s one by one ({single:.1f} s): {row['batch_vs_one_by_one']:.2f}x; "
+          f"start-up a clip {row['startup_per_clip_s']:.1f} s (one by one pays it {clips} times, the batch once)")
+    return row
 
 
 if __name__ == "__main__":

@@ -222,3 +222,74 @@ class BytesProgress(_Bar):
 def downloads(out: Console) -> SimpleNamespace:
     """How a model download reports on a terminal: one line, then a bytes bar."""
     return SimpleNamespace(say=lambda text: out.print(escape(text)), bar=lambda name: BytesProgress(out, name))
+
+
+class BatchProgress(_Bar):
+    """Many files in one display: files done of the total with frames/s over the whole batch,
+    and under it the current file's bar (its frames, frames/s, time left). Where the output is
+    not a terminal, plain lines (see :data:`PLAIN_EVERY`). ``file(name)`` starts a file and
+    returns its ``(done, total)`` frame callable; ``files(done, total, frames)`` reports the
+    files finished (done, skipped or failed) and the frames made so far."""
+
+    def __init__(self, out: Console, description: str, disable: bool = False):
+        super().__init__(Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[unit]}"),
+            TextColumn("{task.fields[rate]} frames/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=out,
+            transient=False,
+            disable=disable,
+        ), description, out, disable)
+        self.disable = disable
+        self.current: Optional[int] = None  # the rich task of the current file
+        self.name = ""
+        self._files = (0, 0)
+        self._frames = 0  # frames of the files finished
+        self._file_started = 0.0
+        self._batch_started = time.perf_counter()
+
+    def _rate(self, frames: float, since: float) -> Optional[float]:
+        elapsed = time.perf_counter() - since
+        return frames / elapsed if frames and elapsed > 0 else None
+
+    def files(self, done: int, total: int, frames: int) -> None:
+        self._files, self._frames = (done, total), frames
+        rate = self._rate(frames, self._batch_started)
+        if self.disable:
+            return
+        if self.plain:
+            self._line(f"{self.description}: {done}/{total} files{_percent(done, total)}, {frames} frames, "
+                       f"{f'{rate:.2f}' if rate else '-'} frames/s, "
+                       f"{_clock(time.perf_counter() - self._batch_started)} elapsed", final=done >= total)
+            return
+        self._update(done, total, unit="files", rate=f"{rate:.2f}" if rate else "-")
+
+    def file(self, name: str):
+        """Start the file ``name``: the callable its frames report to."""
+        self.name, self._file_started = name, time.perf_counter()
+        if not self.disable and not self.plain:
+            self.files(*self._files, self._frames)  # the batch line first, the file's bar under it
+            if self.current is None:
+                self.current = self.bar.add_task(name, total=None, unit="frames", rate="-")
+            else:
+                self.bar.reset(self.current, total=None, description=name, unit="frames", rate="-")
+
+        def frames(done: int, total: Optional[int] = None) -> None:
+            if self.disable:
+                return
+            rate = self._rate(done, self._file_started)
+            shown = f"{rate:.2f}" if rate else "-"
+            if self.plain:
+                self._line(f"{self.description}: file {self._files[0] + 1}/{self._files[1]} {name}: "
+                           f"{done}{f'/{total}' if total else ''} frames{_percent(done, total)}, {shown} frames/s")
+                return
+            self.bar.update(self.current, total=total, completed=done, rate=shown)
+            whole = self._rate(self._frames + done, self._batch_started)
+            self.bar.update(self.task, rate=f"{whole:.2f}" if whole else "-")
+
+        return frames

@@ -23,7 +23,9 @@ LAYERS = {
     # commands: their jobs, the ui, and below; no command imports another (only their options)
     # (and the registry of named presets and published models: --k, --preset, copart models)
     "copart.commands": {"copart.ui", "copart.demo", "copart.editing", "copart.training", "copart.evaluation",
-                        "copart.loading", "copart.hub", "copart.presets", "copart.models"},
+                        "copart.loading", "copart.hub", "copart.presets", "copart.models", "copart.batch"},
+    # many targets in one command: the editing jobs' runner, with training's process group under torchrun
+    "copart.batch": {"copart.loading", "copart.training", "copart.media", "copart.models"},
     "copart.ui": set(),
     # the jobs
     "copart.demo": {"copart.editing", "copart.training", "copart.evaluation", "copart.loading", "copart.media",

@@ -59,3 +59,18 @@ Face = Annotated[str, typer.Option(
     help="Which face: largest (default: the largest when faces appear, then followed), N (the N-th from the left, "
          "1 = leftmost, in the first frame with N faces), IMAGE (the face that looks most like the one in this "
          "picture) or all (every face, each on its own crop).")]
+
+
+def finish_batch(result, console) -> None:
+    """The end of a batch (:mod:`copart.batch`): the summary table on the reporting process, and
+    exit code 1 on every process when any input failed."""
+    from rich.markup import escape
+
+    from copart import batch
+
+    if result.reports:
+        typer.echo(batch.table(result))
+    if result.failed:
+        if result.reports:
+            console.print(f"[bold red]Error:[/] {escape(batch.failures(result))}")
+        raise typer.Exit(1)

@@ -14,10 +14,11 @@ from typing import Callable, Optional, Union
 
 import numpy as np
 
+from copart.editing import face_track, reused
 from copart.inference import Segmenter, keeps_thread_count, resolve_batch_size, resolve_precision, set_compute_threads
 from copart.loading import ModelChoice, pick_device
 from copart.media import read, render, write
-from copart.media.faces import FaceSummary, centre_weight, make_track, parse_face
+from copart.media.faces import FaceSummary, centre_weight, parse_face
 from copart.media.masks import NpzStream
 from copart.media.pipeline import (
     AHEAD,
@@ -214,12 +215,14 @@ def segment(
     progress: Optional[Progress] = None,
     notice: Callable[[str], None] = lambda text: None,
     downloads=None,
+    reuse: Optional[dict] = None,
 ) -> SegmentResult:
     """Paint the parts of every frame of ``target`` (``style``: overlay, mask or side-by-side;
     soft or ``hard``), with a legend beside it; optionally the part maps (``masks``, .npz)
     and one label PNG per frame (``png_dir``). Nothing is left half-written. ``face`` as in
     :func:`copart.editing.swap.swap`; with ``all`` the masks file holds each face's track under
-    its own number."""
+    its own number. ``reuse`` as in :func:`copart.editing.swap.swap`: the model and the face
+    detector made once for the calls of a batch."""
     if style not in STYLES:
         raise CopartError(f"Unknown style '{style}'; choose one of {', '.join(STYLES)}.")
     choice = parse_face(face, no_crop)
@@ -243,14 +246,14 @@ def segment(
         precision = resolve_precision(precision, device)
         batch_size = resolve_batch_size(batch_size, device)
         set_compute_threads()
-        loaded = model.load(device, downloads)
+        loaded = reused(reuse, "model", lambda: model.load(device, downloads))
         net = loaded.model
         size = net.config.image_size[0]
         colours = render.palette(net.num_segments)
         notices: list[str] = []
         track = None
         if not no_crop:
-            track = make_track(detector, device, margin, reader.fps, notices, choice)
+            track = face_track(reuse, detector, device, margin, reader.fps, notices, choice)
         for text in notices:
             notice(text)
 
@@ -259,7 +262,7 @@ def segment(
         png_tmp = Path(tempfile.mkdtemp(prefix=f".{png_dir.name}.", dir=png_dir.parent)) if png_dir else None
         extra.append(png_tmp)
         known: list[int] = []  # face numbers in the masks file so far (--face all)
-        segmenter = Segmenter(net, device, precision)
+        segmenter = reused(reuse, "segmenter", lambda: Segmenter(net, device, precision))
         seg_shape = (net.num_segments + 1, *net.config.segmentation_size)
 
         def prepare(frames):  # in the decoding thread: the face track and the model's crops

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
+from copart.editing import face_track, reused
 from copart.inference import PartSwapper, keeps_thread_count, resolve_batch_size, resolve_precision, set_compute_threads
 from copart.loading import ModelChoice, parse_parts, pick_device
 from copart.media import read, write
-from copart.media.faces import FaceSummary, best_face, face_to_box, make_track, parse_face
+from copart.media.faces import FaceSummary, best_face, face_to_box, parse_face
 from copart.media.pipeline import (
     AHEAD,
     WHOLE,
@@ -87,17 +88,21 @@ def swap(
     progress: Optional[Progress] = None,
     notice: Callable[[str], None] = lambda text: None,
     downloads=None,
+    reuse: Optional[dict] = None,
 ) -> SwapResult:
     """Swap ``parts`` (names or channel numbers) of the face in ``source`` into every frame of
     ``target``; a video gives an MP4 with the target's timing and sound, an image an image.
     ``precision`` and ``batch_size`` ``auto`` take what runs fastest on the device
     (:func:`copart.inference.resolve_precision`, :func:`copart.inference.resolve_batch_size`).
     ``face`` says which faces of the target: ``largest`` (followed from when it appears), a
-    number N (the N-th from the left), the path of an image of the face to follow, or ``all``."""
+    number N (the N-th from the left), the path of an image of the face to follow, or ``all``.
+    ``reuse``: one dict shared by the calls of a batch (the same source, parts, model and
+    options, other targets): the model, the prepared source and the face detector are made by
+    the first call and taken from it by the others (:func:`copart.editing.reused`)."""
     choice = parse_face(face, no_crop)
     reader = read.MediaReader(target, "Target", start=start, end=end, max_frames=max_frames)
     try:
-        source_face = source_image(source, source_frame)  # every input before the outputs
+        source_face = reused(reuse, "source image", lambda: source_image(source, source_frame))  # inputs first
         model.check_files()
         others = [p for p in (choice.reference, model.checkpoint) if p is not None]  # inputs too
         out_path = output_path(target, source, output, force, reader.still, others)
@@ -105,22 +110,26 @@ def swap(
         precision = resolve_precision(precision, device)
         batch_size = resolve_batch_size(batch_size, device)
         set_compute_threads()
-        loaded = model.load(device, downloads)
+        loaded = reused(reuse, "model", lambda: model.load(device, downloads))
         channels = parse_parts(parts, loaded.part_names, loaded.model.num_segments)
         size = loaded.model.config.image_size[0]
         notices: list[str] = []
         track = None
         if not no_crop:
-            track = make_track(detector, device, margin, reader.fps, notices, choice)
+            track = face_track(reuse, detector, device, margin, reader.fps, notices, choice)
+
+        def source_crop():
+            if track is None:
+                return take(source_face, WHOLE, size)
             found = best_face(track.detector.detect(source_face))
             if found is None:
                 raise CopartError(f"No face found in source {source}; use --no-crop to use the whole image.")
-            source_face = take(source_face, face_to_box(found, margin), size)
-        else:
-            source_face = take(source_face, WHOLE, size)
+            return take(source_face, face_to_box(found, margin), size)
+
         for text in notices:
             notice(text)
-        swapper = PartSwapper(loaded.model, source_face, channels, device, precision, hard, source_mask, keep_outside)
+        swapper = reused(reuse, "swapper", lambda: PartSwapper(loaded.model, source_crop(), channels, device,
+                                                               precision, hard, source_mask, keep_outside))
 
         def prepare(frames):  # in the decoding thread: the face track and the model's crops
             return with_crops(regions(frames, track), size)

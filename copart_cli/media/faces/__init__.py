@@ -98,12 +98,13 @@ __all__ = [
 ]
 
 
-def make_track(kind: str, device: str, margin: float, fps, notices: list, face="largest") -> FaceTrack:
-    """The face track the video commands use: ``kind``'s detector, copart's smoothing and gap,
+def make_track(kind, device: str, margin: float, fps, notices: list, face="largest") -> FaceTrack:
+    """The face track the video commands use: ``kind``'s detector (or ``kind`` itself, a detector
+    already made: a batch makes one for all its videos), copart's smoothing and gap,
     and ``face`` (a :class:`FaceChoice` or ``--face``'s text) for which faces it gives.
     (The detector comes from this module's ``make_detector``, so a test may replace it here.)"""
     choice = parse_face(face)
-    detector = make_detector(kind, device, notices)
+    detector = make_detector(kind, device, notices) if isinstance(kind, str) else kind
     reference = reference_face(detector, choice.reference) if choice.mode == "reference" else None
     fps = float(fps or 25)
     return FaceTrack(detector, margin, TRACK_WINDOW, round(MAX_GAP_SECONDS * fps), choice, reference,
