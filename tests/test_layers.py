@@ -22,11 +22,14 @@ LAYERS = {
                    "copart.models.files"},
     # commands: their jobs, the ui, and below; no command imports another (only their options)
     "copart.commands": {"copart.ui", "copart.demo", "copart.editing", "copart.training", "copart.evaluation",
-                        "copart.loading", "copart.hub", "copart.models"},
+                        "copart.loading", "copart.hub", "copart.models", "copart.studio"},
     "copart.ui": set(),
     # the jobs
     "copart.demo": {"copart.editing", "copart.training", "copart.evaluation", "copart.loading", "copart.media",
                     "copart.models"},
+    # the studio: a web page over the same jobs (and the pieces they are made of)
+    "copart.studio": {"copart.__version__", "copart.editing", "copart.inference", "copart.loading", "copart.hub",
+                      "copart.presets", "copart.media", "copart.models"},
     "copart.editing": {"copart.inference", "copart.loading", "copart.media", "copart.models"},
     "copart.evaluation": {"copart.inference", "copart.loading", "copart.media", "copart.hub", "copart.models"},
     "copart.training": {"copart.presets", "copart.media", "copart.hub", "copart.models"},
