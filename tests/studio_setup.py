@@ -59,11 +59,11 @@ def make_run(folder: Path, steps: int = 5) -> Path:
     return folder
 
 
-def make_folder(base: Path, carphone: Path, astronaut: Path, checkpoint: Path) -> Path:
+def make_folder(base: Path, carphone: Path, astronaut: Path, checkpoint: Path, frames: int = CLIP_FRAMES) -> Path:
     """A folder as a user hands it to copart studio: a clip, a face photo, a model, a run."""
     folder = base / "media"
     folder.mkdir()
-    make_clip(carphone, folder / "talk.mp4")
+    make_clip(carphone, folder / "talk.mp4", frames)
     shutil.copy(astronaut, folder / "face.png")
     shutil.copy(checkpoint, folder / "model.pth")
     make_run(folder / "run")

@@ -95,8 +95,8 @@ async function segment(which) {
     img.src = fileUrl(seg.image);
     img.dataset.frame = String(seg.frame);
     if (which === "target") { S.faces = seg.faces; drawFaces(); }
-    if (seg.notices.length) say(which + ": " + seg.notices.join("; "));
-    if (!S.legend.length || S.legend.length !== seg.legend.length || which === "target") buildLegend(seg.legend);
+    $("notes").textContent = seg.notices.length ? "Note: " + seg.notices.join("; ") + "." : "";
+    if (S.legend.length !== seg.legend.length) buildLegend(seg.legend);  // a model change empties S.legend
   } catch (e) { say(e.message); }
 }
 
@@ -234,6 +234,7 @@ function showRender(st) {
     status.dataset.result = st.result;
     const video = $("result-video");
     video.src = fileUrl(st.result);
+    video.hidden = false;
     const link = $("download");
     link.href = fileUrl(st.result, true);
     link.hidden = false;
