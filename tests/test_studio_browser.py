@@ -16,6 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from copart.media.read import probe
@@ -126,9 +127,9 @@ def test_a_person_swaps_hair_renders_cancels_downloads_and_watches_a_run(browser
                       "return t.complete && t.naturalWidth > 0 && s.complete && s.naturalWidth > 0",
               what="both segmentations")
         assert driver.find_element(By.ID, "source").get_attribute("value") == "workspace/uploads/astronaut.png"
-        rows = driver.find_elements(By.CSS_SELECTOR, "#legend tbody tr")
-        assert len(rows) == 11 and "hair" in rows[3].find_element(By.CSS_SELECTOR, "input[type=text]"
-                                                                   ).get_attribute("value")
+        _wait(driver, "const rows = document.querySelectorAll('#legend tbody tr'); return rows.length === 11 && "
+                      "rows[3].querySelector('input[type=text]').value === 'hair' && "
+                      "rows[2].querySelector('input[type=text]').value === 'lips'", what="the legend")
 
         # the frame slider: five steps to the right shows frame 5
         slider = driver.find_element(By.ID, "frame")
@@ -147,15 +148,28 @@ def test_a_person_swaps_hair_renders_cancels_downloads_and_watches_a_run(browser
         first_preview = driver.find_element(By.ID, "preview-status").get_attribute("data-result")
         assert driver.find_element(By.ID, "command").text.startswith("copart swap --parts 3 --checkpoint ")
         before = set(driver.execute_script("return [...S.parts]"))
+        # a point well inside a part not chosen yet, from the frame's label picture (part numbers)
+        import cv2
+
+        seg = driver.execute_script("return S.seg.target")
+        labels = cv2.imread(str(roots.resolve(seg["labels"])), cv2.IMREAD_UNCHANGED)
+        spot = None
+        for channel in sorted(set(np.unique(labels).tolist()) - before - {0}):
+            inner = cv2.erode((labels == channel).astype(np.uint8), np.ones((3, 3), np.uint8))
+            ys, xs = np.nonzero(inner)
+            if len(xs):
+                i = int(np.argmin((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2))
+                spot = (int(xs[i]), int(ys[i]), channel)
+                break
+        assert spot is not None, "the face shows no other part"
         image = driver.find_element(By.ID, "target-img")
-        x, y = driver.execute_script(
-            "const img = document.getElementById('target-img'), b = S.seg.target.faces[0].box,"
-            " k = img.clientWidth / img.naturalWidth;"
-            "return [((b[0] + b[2]) / 2 - img.naturalWidth / 2) * k, ((b[1] + b[3]) / 2 - img.naturalHeight / 2) * k]")
-        ActionChains(driver).move_to_element_with_offset(image, int(x), int(y)).click().perform()
-        _wait(driver, "return S.parts.size !== %d" % len(before), what="the click on the picture to toggle a part")
+        scale = driver.execute_script("const i = document.getElementById('target-img');"
+                                      "return i.clientWidth / i.naturalWidth")
+        dx, dy = (spot[0] + 0.5 - seg["width"] / 2) * scale, (spot[1] + 0.5 - seg["height"] / 2) * scale
+        ActionChains(driver).move_to_element_with_offset(image, round(dx), round(dy)).click().perform()
+        _wait(driver, f"return S.parts.size !== {len(before)}", what="the click on the picture to toggle a part")
         after = set(driver.execute_script("return [...S.parts]"))
-        assert len(after ^ before) == 1, (before, after)
+        assert after == before | {spot[2]}, (before, after, spot)
         _wait(driver, "const s = document.getElementById('preview-status');"
                       f"return s.dataset.state === 'ready' && s.dataset.result !== '{first_preview}'", 60,
               "the preview of the new choice")
@@ -203,8 +217,6 @@ def test_a_person_swaps_hair_renders_cancels_downloads_and_watches_a_run(browser
         points = driver.execute_script(
             "return document.querySelector('#curves polyline[data-name=perceptual]').getAttribute('points')")
         assert len(points.split()) == 5
-        import cv2
-
         width = cv2.imread(str(ROOT / "docs" / "pictures" / "train-vis.png")).shape[1]
         _wait(driver, "const i = document.querySelector('#vis img'); return i && i.complete && "
                       f"i.naturalWidth === {width} && i.src.includes('00000010.png')", what="the latest picture")

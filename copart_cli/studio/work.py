@@ -226,10 +226,13 @@ class Segmentations:
                 out = Segmenter(net, "cpu", "auto")([take(image, WHOLE, size)])[0]
                 picture, label = painted(image, out, WHOLE, colours, "overlay", hard)
         out_path = self.roots.workspace / "cache" / f"segment-{key}.png"
+        labels_path = out_path.with_name(f"segment-{key}.labels.png")  # as copart segment --png-dir writes them
         write.write_image(picture, out_path)
+        write.write_image(label, labels_path)
         h, w = image.shape[:2]
         answer = {
-            "file": ref, "frame": frame, "image": self.roots.ref(out_path), "width": w, "height": h,
+            "file": ref, "frame": frame, "image": self.roots.ref(out_path), "labels": self.roots.ref(labels_path),
+            "width": w, "height": h,
             "faces": [{"number": i + 1, "box": [max(0, b.bounds()[0]), max(0, b.bounds()[1]),
                                                 min(w, b.bounds()[2]), min(h, b.bounds()[3])]}
                       for i, b in enumerate(boxes)],
