@@ -93,6 +93,7 @@ INTERRUPTED = {
     "synthetic": "interrupted; the clips finished so far are kept, and running it again continues",
     "train": "interrupted before training started; nothing saved",
     "models": "interrupted; nothing was added to the cache",
+    "studio": "the studio stopped; nothing half-written is left",
 }
 
 

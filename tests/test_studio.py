@@ -146,6 +146,28 @@ def test_segmentation_of_a_frame_has_the_legend_the_faces_and_the_part_under_a_c
     assert outside.status_code == 400 and "outside" in outside.json()["error"]
 
 
+def test_several_faces_are_numbered_from_the_left_and_a_click_picks_one(client, studio, carphone):
+    from . import two_faces
+
+    clip = two_faces.build(carphone, "side", studio[1].workspace / "uploads" / "two.mp4", frames=12)
+    answer = client.post("/api/segment", json={"file": "workspace/uploads/two.mp4", "model": "file:folder1/model.pth",
+                                               "frame": 2}, headers=POST).json()
+    faces = answer["faces"]
+    assert [f["number"] for f in faces] == [1, 2]
+    for face, name in zip(faces, ("A", "B")):  # face 1 is A (left), face 2 is B (right): where they really are
+        x0, y0, x1, y1 = clip.boxes[name][2]
+        fx0, fy0, fx1, fy1 = face["box"]
+        assert fx0 <= (x0 + x1) / 2 <= fx1 and fy0 <= (y0 + y1) / 2 <= fy1, (name, face, clip.boxes[name][2])
+    for face in faces:
+        x0, y0, x1, y1 = face["box"]
+        hit = client.post("/api/part", json={"file": "workspace/uploads/two.mp4", "model": "file:folder1/model.pth",
+                                             "frame": 2, "x": (x0 + x1) / 2, "y": (y0 + y1) / 2}, headers=POST).json()
+        assert hit["face"] == face["number"]
+    preview = client.post("/api/preview", json=_settings(target="workspace/uploads/two.mp4", face="2"),
+                          headers=POST).json()
+    assert preview["frames"] == 8 and " --face 2 " in preview["command"]
+
+
 def test_the_preview_is_the_swap_of_8_frames_and_the_command_line_does_the_same(client, studio, folder, tmp_path):
     settings = _settings(frame=6)
     answer = client.post("/api/preview", json=settings, headers=POST).json()
@@ -479,6 +501,29 @@ def test_copart_studio_answers_on_127_0_0_1_only(tmp_path, folder):
         out, _ = _stop(process)
     assert f"copart studio at http://127.0.0.1:{port}/" in out and "token" not in out
     assert (tmp_path / "ws" / "uploads").is_dir()
+
+
+def test_ctrl_c_during_a_render_stops_it_and_leaves_nothing(tmp_path, folder):
+    import signal
+
+    process, port = _start(["--workspace", str(tmp_path / "ws"), str(folder)], tmp_path)
+    try:
+        started = httpx.post(f"http://127.0.0.1:{port}/api/render/start", json=_settings(parts=[4, 6]), headers=POST,
+                             timeout=60).json()
+        assert started["state"] == "running"
+        deadline = time.monotonic() + 60
+        while httpx.get(f"http://127.0.0.1:{port}/api/render").json().get("done", 0) < 1:
+            assert time.monotonic() < deadline, "the render did not start"
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, (process.returncode, err)  # the render stopped first: no abort (-6)
+    assert err.strip().endswith("The studio stopped; nothing half-written is left.")
+    assert "terminate called" not in err and "Traceback" not in err
+    assert list((tmp_path / "ws" / "renders").iterdir()) == []  # no half-written video
 
 
 def test_copart_studio_with_host_prints_a_warning_and_a_token_it_requires(tmp_path, folder):

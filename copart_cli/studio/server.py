@@ -409,8 +409,8 @@ def serve(roots: Roots, host: str, port: int, token: str | None, open_browser: b
     actual = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{actual}/" + (f"?token={token}" if token else "")
-    config = uvicorn.Config(make_app(roots, token, max_upload), log_level="warning", access_log=False,
-                            lifespan="off")
+    app = make_app(roots, token, max_upload)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     say(f"copart studio at {url}  (workspace {roots.workspace}; Ctrl-C stops it)")
     if open_browser:
@@ -423,4 +423,5 @@ def serve(roots: Roots, host: str, port: int, token: str | None, open_browser: b
     try:
         server.run(sockets=[sock])
     finally:
+        app.app.state.studio.renderer.cancel()  # a render still running stops (and leaves nothing) first
         sock.close()
