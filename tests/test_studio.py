@@ -516,7 +516,7 @@ def test_ctrl_c_during_a_render_stops_it_and_leaves_nothing(tmp_path, folder):
             assert time.monotonic() < deadline, "the render did not start"
             time.sleep(0.1)
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=60)
+        _, err = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
