@@ -93,6 +93,7 @@ INTERRUPTED = {
     "synthetic": "interrupted; the clips finished so far are kept, and running it again continues",
     "train": "interrupted before training started; nothing saved",
     "models": "interrupted; nothing was added to the cache",
+    "studio": "the studio stopped; nothing half-written is left",
 }
 
 
@@ -109,7 +110,7 @@ def _interruptible(name: str, command):
 
 
 def _register() -> None:
-    from copart.commands import demo, evaluate, info, models, parts, segment, swap, synthetic, train
+    from copart.commands import demo, evaluate, info, models, parts, segment, studio, swap, synthetic, train
 
     for name, module, function in (
         ("train", train, train.train),
@@ -120,6 +121,7 @@ def _register() -> None:
         ("parts", parts, parts.parts),
         ("info", info, info.info),
         ("synthetic", synthetic, synthetic.synthetic),
+        ("studio", studio, studio.studio),
     ):
         app.command(name, help=module.HELP, epilog=module.EPILOG)(_interruptible(name, function))
     for command in models.app.registered_commands:

@@ -23,13 +23,17 @@ LAYERS = {
     # commands: their jobs, the ui, and below; no command imports another (only their options)
     # (and the registry of named presets and published models: --k, --preset, copart models)
     "copart.commands": {"copart.ui", "copart.demo", "copart.editing", "copart.training", "copart.evaluation",
-                        "copart.loading", "copart.hub", "copart.presets", "copart.models", "copart.batch"},
+                        "copart.loading", "copart.hub", "copart.presets", "copart.models", "copart.batch",
+                        "copart.studio"},
     # many targets in one command: the editing jobs' runner, with training's process group under torchrun
     "copart.batch": {"copart.loading", "copart.training", "copart.media", "copart.models"},
     "copart.ui": set(),
     # the jobs
     "copart.demo": {"copart.editing", "copart.training", "copart.evaluation", "copart.loading", "copart.media",
                     "copart.models"},
+    # the studio: a web page over the same jobs (and the pieces they are made of)
+    "copart.studio": {"copart.__version__", "copart.editing", "copart.inference", "copart.loading", "copart.hub",
+                      "copart.presets", "copart.media", "copart.models"},
     "copart.editing": {"copart.inference", "copart.loading", "copart.media", "copart.models"},
     "copart.evaluation": {"copart.inference", "copart.loading", "copart.media", "copart.hub", "copart.models"},
     "copart.training": {"copart.presets", "copart.media", "copart.hub", "copart.models"},

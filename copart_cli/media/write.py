@@ -1,6 +1,6 @@
 """Writing media: images and H.264 MP4 video (PyAV) with the input's timestamps and its audio
-packets copied unchanged. Every output goes to a temporary file beside its final name and is
-renamed only when complete (:func:`atomic_path`)."""
+packets copied unchanged, the index first (faststart). Every output goes to a temporary file
+beside its final name and is renamed only when complete (:func:`atomic_path`)."""
 
 from __future__ import annotations
 
@@ -74,7 +74,9 @@ class VideoWriter:
         self.fps = Fraction(fps) if fps else Fraction(25)
         self.time_base = Fraction(time_base) if time_base else 1 / self.fps
         try:
-            self.container = av.open(str(self.tmp), mode="w", format="mp4")
+            # faststart: the index (moov) is moved before the frames (mdat) when the file is closed,
+            # so that a browser or player starts playing while the file still loads.
+            self.container = av.open(str(self.tmp), mode="w", format="mp4", options={"movflags": "faststart"})
             self.stream = self.container.add_stream("libx264", rate=self.fps)
             self.stream.width, self.stream.height = self.width, self.height
             self.stream.pix_fmt = "yuv420p"
