@@ -24,7 +24,8 @@ import torch
 
 from .config import ModelConfig, ReconstructionParams, SegmentationParams
 from .errors import CopartError, first_line
-from .files import atomic_path, looks_like
+from . import files
+from .files import atomic_path
 from .model import CoPartModel
 
 FORMAT_VERSION = 1
@@ -91,7 +92,7 @@ def _unreadable(path: Path, exc: Exception) -> CopartError:
         if isinstance(exc, pickle.UnpicklingError):
             return _holds_objects(path)
         return CopartError(f"{path} is truncated or corrupt; download it again.")
-    kind = looks_like(head)
+    kind = files.describe(head)
     return CopartError(
         f"{path} is not a PyTorch checkpoint: "
         + (f"it looks like {kind}." if kind else "it is neither a zip archive nor a pickle.")

@@ -13,7 +13,7 @@ import errno
 import os
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from .errors import CopartError
 
@@ -80,52 +80,7 @@ def atomic_path(final):
             os.unlink(tmp)
 
 
-# First bytes of the files people give copart (or give in place of a checkpoint).
-_MAGIC = (
-    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
-    (b"\xff\xd8\xff", "a JPEG image"),
-    (b"GIF87a", "a GIF image"),
-    (b"GIF89a", "a GIF image"),
-    (b"II*\x00", "a TIFF image"),
-    (b"MM\x00*", "a TIFF image"),
-    (b"\x1a\x45\xdf\xa3", "a Matroska/WebM video"),
-    (b"OggS", "an Ogg video or sound"),
-    (b"FLV\x01", "an FLV video"),
-    (b"\x00\x00\x01\xba", "an MPEG video"),
-    (b"\x00\x00\x01\xb3", "an MPEG video"),
-    (b"ID3", "an MP3 sound"),
-    (b"%PDF", "a PDF document"),
-    (b"\x1f\x8b", "a gzip archive"),
-    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
-    (b"\x93NUMPY", "a NumPy array file"),
-    (b"\x89HDF\r\n\x1a\n", "an HDF5 file"),
-)
-_RIFF = {b"WEBP": "a WebP image", b"AVI ": "an AVI video", b"WAVE": "a WAV sound"}
-_HEIF_BRANDS = (b"heic", b"heix", b"mif1", b"msf1", b"avif", b"avis")
-
-
-def looks_like(head: bytes) -> Optional[str]:
-    """What a file that starts with ``head`` looks like ("an MP4/MOV video", "a text file"), or None."""
-    if head[4:8] == b"ftyp":  # ISO base media: MP4, MOV, M4V, 3GP, HEIF, AVIF
-        return "a HEIF/AVIF image" if head[8:12] in _HEIF_BRANDS else "an MP4/MOV video"
-    if head[:4] == b"RIFF" and head[8:12] in _RIFF:
-        return _RIFF[head[8:12]]
-    if head[:2] == b"BM" and head[6:10] == b"\x00\x00\x00\x00":
-        return "a BMP image"
-    if len(head) > 188 and head[0] == head[188] == 0x47:  # MPEG-TS packets
-        return "an MPEG-TS video"
-    for magic, kind in _MAGIC:
-        if head.startswith(magic):
-            return kind
-    if head and all(b >= 0x20 or b in b"\t\n\r\f" for b in head):
-        text = head.lstrip().lower()
-        if text.startswith((b"<!doctype html", b"<html")):
-            return "an HTML web page"
-        return "a text file"
-    return None
-
-
-def sniff(path, size: int = 512) -> Optional[str]:
-    """What the file at ``path`` looks like from its first bytes (see :func:`looks_like`)."""
-    with open(path, "rb") as f:
-        return looks_like(f.read(size))
+# What a file that starts with the given bytes looks like ("a PNG image", "an MP4/MOV video"), for
+# the message about a file that is not a checkpoint. The core knows no file format of its own: the
+# application sets this (copart/__init__.py: copart.media.kinds.looks_like); None says nothing.
+describe: Callable[[bytes], Optional[str]] = lambda head: None

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from copart.models.errors import CopartError, first_line
-from copart.models.files import sniff
+from copart.media.kinds import sniff
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
