@@ -294,3 +294,53 @@ def test_detecting_every_few_frames_still_tracks_every_frame():
     assert faces.make_track("haar", "cpu", 0.3, 30, []).detect_every == 6
     assert faces.make_track("haar", "cpu", 0.3, 60, []).detect_every == 12
     assert faces.make_track("haar", "cpu", 0.3, 4, []).detect_every == 1
+
+
+def _threads_while_streaming(tmp_path, clip, io_threads, monkeypatch):
+    """The process's threads and OpenCV's thread count, seen from the model's side of a real
+    decode -> encode stream of ``clip`` (640x480 and larger: FFmpeg and x264 thread by default)."""
+    import os
+
+    import cv2
+
+    seen = {"tasks": 0, "cv2": set()}
+
+    def outputs(items):
+        for f, region, patch in batched_apply(items, 32, 1, lambda crops: crops):
+            seen["tasks"] = max(seen["tasks"], len(os.listdir("/proc/self/task")))
+            seen["cv2"].add(cv2.getNumThreads())
+            yield f, f.image, True
+
+    before = cv2.getNumThreads()
+    seen["idle"] = len(os.listdir("/proc/self/task"))  # the threads of this process before the stream
+    with MediaReader(clip, max_frames=12) as reader:
+        stream_video(reader, tmp_path / f"o{io_threads}.mp4", outputs, prepare=lambda fr: with_crops(_whole(fr), 32),
+                     io_threads=io_threads)
+    assert cv2.getNumThreads() == before  # put back after the run
+    return seen
+
+
+def test_with_the_model_on_the_cpu_the_io_libraries_run_one_thread_each(tmp_path, monkeypatch, bigbuckbunny):
+    """The network's threads keep the cores: FFmpeg's decoder, x264 and OpenCV run one thread each
+    while the model computes on the CPU (the swap passes io_threads_for(device)); with the model
+    elsewhere the libraries choose."""
+    import os
+
+    from copart.media import pipeline
+
+    if not os.path.isdir("/proc/self/task"):
+        pytest.skip("no /proc/self/task")
+    assert pipeline.io_threads_for("cpu") == 1
+    assert pipeline.io_threads_for("cuda") is None and pipeline.io_threads_for("cuda:1") is None
+    capped = _threads_while_streaming(tmp_path, bigbuckbunny, 1, monkeypatch)
+    free = _threads_while_streaming(tmp_path, bigbuckbunny, None, monkeypatch)
+    assert capped["cv2"] == {1}
+    # the stream's own decoding and encoding threads, and at most one more for each of FFmpeg's
+    # decoder and x264 (x264 keeps one helper at threads=1), not a pool per library
+    assert capped["tasks"] <= capped["idle"] + 4 < free["tasks"], (capped, free)
+    # the swap asks for it on the CPU
+    import inspect
+
+    import copart.editing.swap as job
+
+    assert "io_threads=io_threads_for(device)" in inspect.getsource(job.swap)
