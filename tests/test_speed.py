@@ -344,3 +344,43 @@ def test_with_the_model_on_the_cpu_the_io_libraries_run_one_thread_each(tmp_path
     import copart.editing.swap as job
 
     assert "io_threads=io_threads_for(device)" in inspect.getsource(job.swap)
+
+
+def test_every_convolution_runs_in_bf16_under_the_default_autocast(fixture_checkpoint, astronaut, carphone):
+    """bf16 end to end: every convolution of a swap (source preparation and frames) takes bf16
+    activations and gives bf16 (no silent fp32 fallback), and none is handed an fp32 activation
+    that autocast would have to convert between layers: the frames themselves alone come in as
+    float32 (converted once, at the network's door). The fp32 islands (part-map softmax, anchors,
+    sampling) hand bf16 back. CPU autocast runs bf16 everywhere, without bf16 hardware slowly."""
+    model = load_model(fixture_checkpoint).model
+    seen, inputs = [], []
+    convs = {m: name for name, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))}
+    assert len(convs) > 20
+
+    def check(module, args, output):
+        seen.append((convs[module], args[0].dtype, output.dtype, any(args[0] is x for x in inputs)))
+
+    for module in convs:
+        module.register_forward_hook(check)
+    real_to_tensor = inference.to_tensor
+
+    def to_tensor(*args, **kwargs):
+        batch = real_to_tensor(*args, **kwargs)
+        inputs.append(batch)
+        return batch
+
+    source = read_image(astronaut)[:128, :128]
+    with MediaReader(carphone, max_frames=2) as reader:
+        crops = [f.image[:128, :128] for f in reader.frames()]
+    try:
+        inference.to_tensor = to_tensor
+        for hard, source_mask in ((False, False), (True, True)):
+            PartSwapper(model, source, [1, 2], "cpu", "bf16", hard, source_mask)(crops)
+    finally:
+        inference.to_tensor = real_to_tensor
+    assert {name for name, *_ in seen} == set(convs.values())  # every convolution ran
+    assert [s for s in seen if s[2] != torch.bfloat16] == []  # and gave bf16: no fp32 fallback
+    # bf16 in, except where the input is the frame itself (float32 from to_tensor)
+    assert [s for s in seen if s[1] != torch.bfloat16 and not s[3]] == []
+    print("BF16: convolutions run", len(seen), "; fed the frame itself in float32:",
+          sorted({s[0] for s in seen if s[1] != torch.bfloat16}))
