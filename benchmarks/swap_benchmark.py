@@ -213,6 +213,21 @@ def model_alone(loaded_model, source, clip, batch, precision, channels_last=None
     return best
 
 
+def outputs_psnr(loaded_model, source, clip, n) -> float:
+    """PSNR of the bf16 model's outputs from fp32's on the first ``n`` frames of ``clip`` (the
+    model alone, source cached, no encoding: where the bf16 command is left out)."""
+    import copy
+
+    from copart.inference import PartSwapper
+
+    out = {}
+    for precision in ("fp32", "bf16"):
+        swapper = PartSwapper(copy.deepcopy(loaded_model), source, [1, 2], "cpu", precision)
+        out[precision] = [swapper([c])[0].astype(np.float64) for c in clip[:n]]
+    mse = np.mean([np.mean((a - b) ** 2) for a, b in zip(out["fp32"], out["bf16"])])
+    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
 def pipeline_ceiling(clip: Path, source: Path, out: Path, frames: int, checkpoint: Path,
                      preset: str | None = None) -> None:
     """The default cropped path with the identity in place of the model, on ``frames`` frames
@@ -447,6 +462,11 @@ def main() -> None:
         best_batch = max((1, 2, 4), key=lambda b: alone[f"fp32_batch{b}"])
         results["model_alone_best_batch"] = best_batch
         results["model_alone_best_fps"] = round(alone[f"fp32_batch{best_batch}"], 3)
+        if results["bf16_psnr_db"] is None:  # no bf16 command row: the model alone's outputs, a few frames
+            n = min(2, len(clip_frames))
+            results["bf16_psnr_db"] = round(outputs_psnr(loaded, face, clip_frames, n), 2)
+            results["bf16_psnr_of"] = f"the model alone's outputs, {n} frames, not encoded"
+            log(f"bf16 output {results['bf16_psnr_db']} dB PSNR from fp32's ({results['bf16_psnr_of']})")
         save()
         loaded = None  # the model's memory back before the 720p runs
 
@@ -551,7 +571,8 @@ def goals(r: dict, opts) -> list[dict]:
         at_least(f"defaults (auto: {r['auto_precision']}) >= 1.6x the authors' script ({label})",
                  _fps(defaults, key), _fps(rows["authors"], key), 1.6)
     psnr_db = r["bf16_psnr_db"]
-    goal("bf16 output >= 40 dB PSNR from fp32", "not measured" if psnr_db is None else f"{psnr_db} dB",
+    goal("bf16 output >= 40 dB PSNR from fp32", "not measured" if psnr_db is None else f"{psnr_db} dB"
+         + (f" ({r['bf16_psnr_of']})" if r.get("bf16_psnr_of") else ""),
          None if psnr_db is None else psnr_db >= 40)
     batch_auto = alone[f"fp32_batch{r['auto_batch']}"]
     goal(f"batch auto ({r['auto_batch']}) is the fastest batch (within 5 %)",

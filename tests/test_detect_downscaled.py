@@ -39,7 +39,7 @@ class _Looking(HaarDetector):
         real = self.cascade
 
         class Spy:
-            def detectMultiScale(self, gray, **kwargs):  # noqa: N802 - OpenCV's name
+            def detectMultiScale(self, gray, **kwargs):  # OpenCV's name
                 looking.seen.add(gray.shape)
                 return real.detectMultiScale(gray, **kwargs)
 

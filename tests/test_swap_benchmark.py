@@ -109,3 +109,26 @@ def test_every_figure_of_issue_25_is_a_goal_with_its_ratio(bench, auto):
     goals = {g["goal"]: g for g in bench.goals(r, Opts)}
     missing = goals[f"defaults (auto: {auto}) end to end (steady state) >= 0.95x the model alone in {auto} (batch 1)"]
     assert (missing["pass"] is None) == (auto == "bf16")
+
+
+def test_bf16_psnr_from_the_model_alone_where_the_bf16_command_is_left_out(bench, fixture_checkpoint, astronaut):
+    """A CPU without bf16 arithmetic leaves the bf16 command out (--precisions fp32); the bf16
+    PSNR from fp32 is still printed, from the model alone's outputs, and says so."""
+    import numpy as np
+
+    from copart.media.read import read_image
+    from copart.models.checkpoint import load_model
+
+    model = load_model(fixture_checkpoint).model
+    rng = np.random.default_rng(0)
+    clip = [rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(2)]
+    db = bench.outputs_psnr(model, read_image(astronaut)[:128, :128], clip, 2)
+    assert 25 < db < 80  # bf16 differs from fp32, and not wildly
+    r = _results(True)
+    r["bf16_psnr_db"], r["bf16_psnr_of"] = 41.5, "the model alone's outputs, 2 frames, not encoded"
+
+    class Opts:
+        frames, long = 120, 480
+
+    goal = {g["goal"]: g for g in bench.goals(r, Opts)}["bf16 output >= 40 dB PSNR from fp32"]
+    assert goal["value"] == "41.5 dB (the model alone's outputs, 2 frames, not encoded)" and goal["pass"]
