@@ -294,3 +294,93 @@ def test_detecting_every_few_frames_still_tracks_every_frame():
     assert faces.make_track("haar", "cpu", 0.3, 30, []).detect_every == 6
     assert faces.make_track("haar", "cpu", 0.3, 60, []).detect_every == 12
     assert faces.make_track("haar", "cpu", 0.3, 4, []).detect_every == 1
+
+
+def _threads_while_streaming(tmp_path, clip, io_threads, monkeypatch):
+    """The process's threads and OpenCV's thread count, seen from the model's side of a real
+    decode -> encode stream of ``clip`` (640x480 and larger: FFmpeg and x264 thread by default)."""
+    import os
+
+    import cv2
+
+    seen = {"tasks": 0, "cv2": set()}
+
+    def outputs(items):
+        for f, region, patch in batched_apply(items, 32, 1, lambda crops: crops):
+            seen["tasks"] = max(seen["tasks"], len(os.listdir("/proc/self/task")))
+            seen["cv2"].add(cv2.getNumThreads())
+            yield f, f.image, True
+
+    before = cv2.getNumThreads()
+    seen["idle"] = len(os.listdir("/proc/self/task"))  # the threads of this process before the stream
+    with MediaReader(clip, max_frames=12) as reader:
+        stream_video(reader, tmp_path / f"o{io_threads}.mp4", outputs, prepare=lambda fr: with_crops(_whole(fr), 32),
+                     io_threads=io_threads)
+    assert cv2.getNumThreads() == before  # put back after the run
+    return seen
+
+
+def test_with_the_model_on_the_cpu_the_io_libraries_run_one_thread_each(tmp_path, monkeypatch, bigbuckbunny):
+    """The network's threads keep the cores: FFmpeg's decoder, x264 and OpenCV run one thread each
+    while the model computes on the CPU (the swap passes io_threads_for(device)); with the model
+    elsewhere the libraries choose."""
+    import os
+
+    from copart.media import pipeline
+
+    if not os.path.isdir("/proc/self/task"):
+        pytest.skip("no /proc/self/task")
+    assert pipeline.io_threads_for("cpu") == 1
+    assert pipeline.io_threads_for("cuda") is None and pipeline.io_threads_for("cuda:1") is None
+    capped = _threads_while_streaming(tmp_path, bigbuckbunny, 1, monkeypatch)
+    free = _threads_while_streaming(tmp_path, bigbuckbunny, None, monkeypatch)
+    assert capped["cv2"] == {1}
+    # the stream's own decoding and encoding threads, and at most one more for each of FFmpeg's
+    # decoder and x264 (x264 keeps one helper at threads=1), not a pool per library
+    assert capped["tasks"] <= capped["idle"] + 4 < free["tasks"], (capped, free)
+    # the swap asks for it on the CPU
+    import inspect
+
+    import copart.editing.swap as job
+
+    assert "io_threads=io_threads_for(device)" in inspect.getsource(job.swap)
+
+
+def test_every_convolution_runs_in_bf16_under_the_default_autocast(fixture_checkpoint, astronaut, carphone):
+    """bf16 end to end: every convolution of a swap (source preparation and frames) takes bf16
+    activations and gives bf16 (no silent fp32 fallback), and none is handed an fp32 activation
+    that autocast would have to convert between layers: the frames themselves alone come in as
+    float32 (converted once, at the network's door). The fp32 islands (part-map softmax, anchors,
+    sampling) hand bf16 back. CPU autocast runs bf16 everywhere, without bf16 hardware slowly."""
+    model = load_model(fixture_checkpoint).model
+    seen, inputs = [], []
+    convs = {m: name for name, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))}
+    assert len(convs) > 20
+
+    def check(module, args, output):
+        seen.append((convs[module], args[0].dtype, output.dtype, any(args[0] is x for x in inputs)))
+
+    for module in convs:
+        module.register_forward_hook(check)
+    real_to_tensor = inference.to_tensor
+
+    def to_tensor(*args, **kwargs):
+        batch = real_to_tensor(*args, **kwargs)
+        inputs.append(batch)
+        return batch
+
+    source = read_image(astronaut)[:128, :128]
+    with MediaReader(carphone, max_frames=2) as reader:
+        crops = [f.image[:128, :128] for f in reader.frames()]
+    try:
+        inference.to_tensor = to_tensor
+        for hard, source_mask in ((False, False), (True, True)):
+            PartSwapper(model, source, [1, 2], "cpu", "bf16", hard, source_mask)(crops)
+    finally:
+        inference.to_tensor = real_to_tensor
+    assert {name for name, *_ in seen} == set(convs.values())  # every convolution ran
+    assert [s for s in seen if s[2] != torch.bfloat16] == []  # and gave bf16: no fp32 fallback
+    # bf16 in, except where the input is the frame itself (float32 from to_tensor)
+    assert [s for s in seen if s[1] != torch.bfloat16 and not s[3]] == []
+    print("BF16: convolutions run", len(seen), "; fed the frame itself in float32:",
+          sorted({s[0] for s in seen if s[1] != torch.bfloat16}))

@@ -81,3 +81,54 @@ def test_the_table_shows_both_figures_for_every_command_row(bench, authors):
         assert "| 1.50x | 1.50x |" in table
     else:
         assert goals["fp32 >= 1.1x the authors' script (whole command)"]["pass"] is None
+
+
+@pytest.mark.parametrize("auto", ["fp32", "bf16"])
+def test_every_figure_of_issue_25_is_a_goal_with_its_ratio(bench, auto):
+    """Issue 25's "done when", in one run: defaults and fp32 end to end against the model alone at
+    the same precision (batch 1), cropped against --no-crop at 720p (0.95x), bf16's PSNR from
+    fp32, and peak memory of the long clip against the short one."""
+    class Opts:
+        frames, long = 120, 480
+
+    r = _results(True)
+    r["auto_precision"], r["defaults_row"] = auto, auto
+    r["goals"] = bench.goals(r, Opts)
+    goals = {g["goal"]: g for g in r["goals"]}
+    fp32 = goals["fp32 end to end (steady state) >= 0.95x the model alone in fp32 (batch 1)"]
+    assert fp32["value"] == f"{round(1.8 / 1.9, 3)}x" and fp32["pass"] is False  # 0.947x
+    defaults = goals[f"defaults (auto: {auto}) end to end (steady state) >= 0.95x the model alone in {auto} (batch 1)"]
+    steady, alone = (1.8, 1.9) if auto == "fp32" else (1.3, 1.2)  # the bf16 row against bf16 alone
+    assert defaults["value"] == f"{round(steady / alone, 3)}x" and defaults["pass"] is (steady / alone >= 0.95)
+    cropped = goals["face-cropped default path (Haar) >= 0.95x --no-crop (720p, steady state)"]
+    assert cropped["value"] == f"{round(1.6 / 1.7, 3)}x" and cropped["pass"] is False  # 0.941x: under 0.95
+    assert goals["bf16 output >= 40 dB PSNR from fp32"]["value"] == "42.0 dB"
+    assert goals["peak memory of 480 frames within 10 % of 120"]["value"] == "+1.0 %"
+    # the defaults' precision measured alone is missing: said, not passed
+    del r["model_alone_fps"]["bf16_batch1"]
+    goals = {g["goal"]: g for g in bench.goals(r, Opts)}
+    missing = goals[f"defaults (auto: {auto}) end to end (steady state) >= 0.95x the model alone in {auto} (batch 1)"]
+    assert (missing["pass"] is None) == (auto == "bf16")
+
+
+def test_bf16_psnr_from_the_model_alone_where_the_bf16_command_is_left_out(bench, fixture_checkpoint, astronaut):
+    """A CPU without bf16 arithmetic leaves the bf16 command out (--precisions fp32); the bf16
+    PSNR from fp32 is still printed, from the model alone's outputs, and says so."""
+    import numpy as np
+
+    from copart.media.read import read_image
+    from copart.models.checkpoint import load_model
+
+    model = load_model(fixture_checkpoint).model
+    rng = np.random.default_rng(0)
+    clip = [rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(2)]
+    db = bench.outputs_psnr(model, read_image(astronaut)[:128, :128], clip, 2)
+    assert 25 < db < 80  # bf16 differs from fp32, and not wildly
+    r = _results(True)
+    r["bf16_psnr_db"], r["bf16_psnr_of"] = 41.5, "the model alone's outputs, 2 frames, not encoded"
+
+    class Opts:
+        frames, long = 120, 480
+
+    goal = {g["goal"]: g for g in bench.goals(r, Opts)}["bf16 output >= 40 dB PSNR from fp32"]
+    assert goal["value"] == "41.5 dB (the model alone's outputs, 2 frames, not encoded)" and goal["pass"]

@@ -17,6 +17,7 @@ from copart.media.pipeline import (
     Progress,
     Stats,
     batched_apply,
+    io_threads_for,
     process_still,
     put,
     regions,
@@ -142,7 +143,7 @@ def swap(
             stats = process_still(reader, out_path, outputs, prepare)
         else:
             stats = stream_video(reader, out_path, outputs, crf, progress, notice, prepare,
-                                 ahead=max(AHEAD, 2 * batch_size))
+                                 ahead=max(AHEAD, 2 * batch_size), io_threads=io_threads_for(device))
     finally:
         reader.close()
     return SwapResult(out_path, stats, track.summary() if track is not None else None)

@@ -279,6 +279,20 @@ def _until(stop: threading.Event, frames: Iterable) -> Iterator:
 AHEAD = 8
 BEHIND = 8
 
+# Threads of the I/O libraries (FFmpeg's decoder, x264, OpenCV) while the model computes on the
+# CPU: one each, so that the network's compute threads keep every core and the decoding and
+# encoding run in their gaps. Left to the libraries (FFmpeg: 3 decoding threads, x264: 6 on a
+# 2-core machine; OpenCV: one per core) every one of them competes with the network's threads,
+# and an OpenMP parallel region waits for its slowest thread (benchmarks/profile_swap.py;
+# docs/speed.md). With the model on a GPU the CPU is the I/O's: the libraries choose.
+IO_THREADS_WITH_CPU_MODEL = 1
+
+
+def io_threads_for(device) -> Optional[int]:
+    """The I/O libraries' threads while the model runs on ``device`` (None: the libraries' own
+    choice): :data:`IO_THREADS_WITH_CPU_MODEL` when the model computes on the CPU."""
+    return IO_THREADS_WITH_CPU_MODEL if str(device).split(":")[0] == "cpu" else None
+
 
 def stream_video(
     reader,
@@ -289,6 +303,7 @@ def stream_video(
     notice: Callable[[str], None] = lambda text: None,
     prepare: Optional[Callable[[Iterator], Iterator]] = None,
     ahead: int = AHEAD,
+    io_threads: Optional[int] = None,
 ) -> Stats:
     """Decode ``reader``, turn its frames into output images with ``outputs`` (which yields
     ``(frame, image, processed)`` in order) and encode them to ``out_path`` with the input's
@@ -296,8 +311,17 @@ def stream_video(
 
     Three threads: decoding (and ``prepare``, which maps the decoded frames to what
     ``outputs`` takes: face tracking, crops) runs up to ``ahead`` items ahead of
-    ``outputs`` (the model, in the calling thread), and encoding runs behind it."""
+    ``outputs`` (the model, in the calling thread), and encoding runs behind it.
+    ``io_threads`` (see :func:`io_threads_for`) caps the threads of the decoder, the encoder and
+    OpenCV for this run (None: the libraries choose)."""
     stats = Stats()
+    restore_cv2 = None
+    if io_threads is not None:
+        set_decoding_threads = getattr(reader, "set_decoding_threads", None)
+        if set_decoding_threads is not None:
+            set_decoding_threads(io_threads)
+        restore_cv2 = cv2.getNumThreads()
+        cv2.setNumThreads(io_threads)
     stop = threading.Event()
     lock = threading.Lock()  # the writer's muxer, shared by the audio (decoding thread) and the video
     state: dict = {"writer": None}
@@ -326,6 +350,8 @@ def stream_video(
             if encoder is None:
                 writer = VideoWriter(out_path, image.shape[1], image.shape[0], reader.fps, frame.time_base,
                                      reader.audio_streams, crf=crf)
+                if io_threads is not None:  # before the first frame opens the encoder
+                    writer.stream.codec_context.thread_count = io_threads
                 for text in writer.notices:
                     notice(text)
                 writer.mux_lock = lock
@@ -362,6 +388,8 @@ def stream_video(
         if encoder is not None:
             encoder.join()
         frames.close()
+        if restore_cv2 is not None:
+            cv2.setNumThreads(restore_cv2)
     return stats
 
 

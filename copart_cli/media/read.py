@@ -139,6 +139,7 @@ class MediaReader:
             raise CopartError(f"{what} {self.path} has no video stream.")
         self.stream = self.container.streams.video[0]
         self.stream.thread_type = "AUTO"
+        self._decoding_threads = None
         self.audio_streams = list(self.container.streams.audio)
         self.time_base = self.stream.time_base
         rate = self.stream.average_rate or self.stream.guessed_rate or self.stream.base_rate
@@ -149,6 +150,14 @@ class MediaReader:
         except BaseException:
             self.close()
             raise
+
+    def set_decoding_threads(self, count: Optional[int]) -> None:
+        """The video decoder's threads (None: FFmpeg's choice, frame and slice threads); takes
+        effect when decoding starts, so call it before :meth:`frames`. Images and folders of
+        images ignore it."""
+        if self.container is not None:
+            self.stream.thread_count = 0 if count is None else int(count)
+            self._decoding_threads = count
 
     def _open_folder(self, fps: float) -> None:
         """A folder of frames: its images in natural order, at ``fps``."""
@@ -389,6 +398,7 @@ class MediaReader:
         self.container = av.open(str(self.path))
         self.stream = self.container.streams.video[0]
         self.stream.thread_type = "AUTO"
+        self.set_decoding_threads(self._decoding_threads)
         self.audio_streams = list(self.container.streams.audio)
 
     def frame_at(self, index: int) -> np.ndarray:
