@@ -94,8 +94,8 @@ RECIPES = {
     # The foreground-split concentration term (models/losses.py: foreground_split_loss).
     "split-1": {"train_params.loss_weights.concentration": 1, "train_params.concentration": "foreground-split"},
     "split-10": {"train_params.loss_weights.concentration": 10, "train_params.concentration": "foreground-split"},
-    "split-10-after-300": {"train_params.loss_weights.concentration": 10, "train_params.concentration": "foreground-split",
-                           "train_params.concentration_start": 300},
+    "split-10-after-100": {"train_params.loss_weights.concentration": 10, "train_params.concentration": "foreground-split",
+                           "train_params.concentration_start": 100},
     "split-30": {"train_params.loss_weights.concentration": 30, "train_params.concentration": "foreground-split"},
 }
 

@@ -76,22 +76,23 @@ def part_overlap(model, data: Path, clips: int = 4) -> np.ndarray:
     return overlap
 
 
-# A learned channel is named after a true part only where most of it sits on that one part.
-NAMED_SHARE = 0.5
+# A learned channel is named after a true part where it lies mostly on the figure (at least
+# ON_FIGURE of its pixels) and most of what it covers of the figure is that one part (NAMED_SHARE).
+ON_FIGURE, NAMED_SHARE = 0.4, 0.6
 
 
 def names_from_overlap(overlap: np.ndarray) -> dict[str, list[int]]:
     """Name each learned channel after the true part it sits on: the part that holds at least
-    NAMED_SHARE of the channel's pixels (a channel spread over the neck, half head and half
-    torso, is named neither). Names are listed largest first; unnamed channels keep numbers."""
+    NAMED_SHARE of the channel's pixels on the figure (a channel over the neck, half head and
+    half torso, is named neither). Names are listed largest first; unnamed channels keep numbers."""
     names: dict[str, list[int]] = {}
     area: dict[str, float] = {}
     for c in range(1, overlap.shape[0]):
-        total = overlap[c].sum()
-        if total == 0:
+        total, figure = overlap[c].sum(), overlap[c, 1:].sum()
+        if total == 0 or figure < ON_FIGURE * total:
             continue
         g = int(overlap[c, 1:].argmax()) + 1
-        if overlap[c, g] < NAMED_SHARE * total:
+        if overlap[c, g] < NAMED_SHARE * figure:
             continue
         name = PART_NAMES[g - 1].replace(" ", "-")
         names.setdefault(name, []).append(c)

@@ -24,6 +24,13 @@ def test_a_part_over_the_neck_is_not_named_head():
     assert names == {"torso": [1], "head": [2]}
 
 
+def test_a_part_that_spills_onto_the_background_is_named_by_what_it_covers_of_the_figure():
+    # the demo's seed-0 legs: 47 % legs, 45 % background, the rest torso -> legs; a part mostly
+    # on the background (70 %) is named nothing
+    overlap = overlap_of({2: {LEGS: 47, 0: 45, TORSO: 8}, 3: {HEAD: 30, 0: 70}})
+    assert names_from_overlap(overlap) == {"legs": [2]}
+
+
 def test_names_are_listed_largest_first_and_may_join_channels():
     overlap = overlap_of({1: {LEGS: 100}, 2: {LEGS: 80}, 3: {TORSO: 150}, 4: {HEAD: 30}})
     assert list(names_from_overlap(overlap).items()) == [("legs", [1, 2]), ("torso", [3]), ("head", [4])]
