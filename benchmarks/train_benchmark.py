@@ -34,13 +34,11 @@ changes any configuration key of every recipe run (e.g. `--set train_params.loss
 An appearance-only baseline (k-means on colour and position, per image) and the untrained model
 are scored too. Prints a markdown table (README-ready) and JSON, with the CPU's name.
 
-`split-N` recipes use `train_params.concentration: foreground-split` (models/losses.py). Short
-runs so far (2026-12-01, AMD EPYC, 1 thread each, batch 8, seed 0, the 2-core machine shared by
-other sessions and up to five of these runs): on limbs10 at 300 steps it kept the foreground near
-the paper's (fg IoU 0.435 vs 0.451; the mass-weighted presets' term 0.367) with part NMI 0.405
-(paper 0.119, mass-weighted 0.353); on the held-out `camera` kind at 150 steps it gave the whole
-frame to the parts (fg IoU 0.13 vs the paper's 0.37), so it is not a default. Rerun with
-`--recipe paper --recipe copart --recipe split-10 --set train_params.batch_size=8 --steps 300`.
+`split-N` recipes use `train_params.concentration: foreground-split` (models/losses.py);
+`split-10-after-100` adds `train_params.concentration_start: 100` and is, key for key, what the
+cpu-64 presets ship (`copart`). docs/parts.md has the per-kind table of the presets' recipe
+against the paper's (300 steps of batch 8, seeds 0 and 1) and the levers tried before it:
+`--recipe paper --recipe copart --set train_params.batch_size=8 --steps 300 --threads 1`.
 """
 
 from __future__ import annotations
