@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
-from swap_benchmark import cpu_name  # noqa: E402
+from swap_benchmark import cpu_name
 
 
 def post(url: str, body: dict) -> dict:
