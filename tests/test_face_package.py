@@ -80,6 +80,31 @@ def test_swap_with_a_detector_that_cannot_run_says_use_haar(tmp_path, monkeypatc
     assert not out.exists()
 
 
+def test_a_detector_added_to_the_registry_is_taken_by_the_command_line(tmp_path, monkeypatch, capsys, carphone,
+                                                                      astronaut, fixture_checkpoint):
+    """A third detector is one file and one registry line: the commands take its name as it is."""
+    from copart.media.faces import detectors
+
+    monkeypatch.setitem(detectors.DETECTORS, "centre", CentreDetector)
+    out = tmp_path / "out.mp4"
+    with pytest.raises(SystemExit) as stopped:
+        main(["swap", "--checkpoint", str(fixture_checkpoint), "--parts", "hair", "--detector", "centre",
+              "--end", "0.4", str(carphone), str(astronaut), "-o", str(out)])
+    assert stopped.value.code == 0, capsys.readouterr().err
+    assert out.exists()
+
+
+def test_an_unknown_detector_is_refused_before_any_work(tmp_path, capsys, carphone, astronaut, fixture_checkpoint):
+    out = tmp_path / "out.mp4"
+    with pytest.raises(SystemExit) as stopped:
+        main(["swap", "--checkpoint", str(fixture_checkpoint), "--parts", "hair", "--detector", "nobody",
+              str(carphone), str(astronaut), "-o", str(out)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert stopped.value.code != 0 and "Traceback" not in err, err
+    assert "There is no face detector called 'nobody'; the detectors are auto, face-alignment, haar." in err, err
+    assert not out.exists()
+
+
 def test_a_reference_without_a_face_names_no_flag_and_the_command_line_adds_it(tmp_path):
     import cv2
 

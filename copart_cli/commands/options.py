@@ -22,12 +22,6 @@ class TrainPrecision(str, Enum):
     fp16 = "fp16"
 
 
-class Detector(str, Enum):
-    auto = "auto"
-    face_alignment = "face-alignment"
-    haar = "haar"
-
-
 K = Annotated[Optional[int], typer.Option("--k", help="The published vox model with K parts: 5 (default), 10 or 15.")]
 Preset = Annotated[Optional[str], typer.Option("--preset", metavar="NAME|YAML", help="Configuration preset or YAML.")]
 Checkpoint = Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="copart or authors' checkpoint file.")]
@@ -52,7 +46,10 @@ Start = Annotated[Optional[float], typer.Option("--start", min=0, help="Start at
 End = Annotated[Optional[float], typer.Option("--end", min=0, help="Stop at this second of the input.")]
 MaxFrames = Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Process at most this many frames.")]
 Crf = Annotated[int, typer.Option("--crf", min=0, max=51, help="H.264 quality (lower is better).")]
-DetectorOption = Annotated[Detector, typer.Option("--detector", help="Face detector: auto, face-alignment, haar.")]
+DetectorOption = Annotated[str, typer.Option(
+    "--detector", metavar="NAME",
+    help="Face detector: auto (S3FD where its weights are, else OpenCV's Haar cascade), face-alignment (S3FD), haar, "
+         "or any other in copart's detector registry.")]
 Margin = Annotated[float, typer.Option("--margin", min=0.0, help="Crop side = (1 + 2 margin) x face size.")]
 Face = Annotated[str, typer.Option(
     "--face", metavar="largest|N|IMAGE|all",

@@ -57,7 +57,7 @@ def segment(
     batch_size: options.BatchSize = "auto",
     precision: options.PrecisionOption = options.Precision.auto,
     crf: options.Crf = 18,
-    detector: options.DetectorOption = options.Detector.auto,
+    detector: options.DetectorOption = "auto",
     margin: options.Margin = 0.3,
     face: options.Face = "largest",
 ) -> None:
@@ -92,7 +92,7 @@ def segment(
                        masks=masks_in / f"{one.stem}.npz" if masks_in else None,
                        png_dir=labels_in / one.stem if labels_in else None, smooth=smooth, force=redo, no_crop=no_crop,
                        start=start, end=end, max_frames=max_frames, fps=fps, device=on, batch_size=batch_size,
-                       precision=precision.value, crf=crf, detector=detector.value, margin=margin, face=face,
+                       precision=precision.value, crf=crf, detector=detector, margin=margin, face=face,
                        progress=frames, notice=said, downloads=ui.downloads(console), reuse=reuse).stats
 
         with ui.BatchProgress(console, batch.shown_as("segment"), disable=not batch.reports()) as progress:
@@ -104,7 +104,7 @@ def segment(
         result = run(target, ModelChoice(k, preset, checkpoint), style=style.value, hard=hard, output=output,
                      masks=masks, png_dir=png_dir, smooth=smooth, force=force, no_crop=no_crop, start=start, end=end,
                      max_frames=max_frames, fps=fps, device=device, batch_size=batch_size,
-                     precision=precision.value, crf=crf, detector=detector.value, margin=margin, face=face,
+                     precision=precision.value, crf=crf, detector=detector, margin=margin, face=face,
                      progress=progress, notice=ui.notice(console), downloads=ui.downloads(console))
     stats = result.stats
     summary = f"Segmented {stats.frames} frame{'s' if stats.frames != 1 else ''}, {stats.seconds:.1f} s, " \

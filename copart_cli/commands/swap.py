@@ -53,7 +53,7 @@ def swap(
     batch_size: options.BatchSize = "auto",
     precision: options.PrecisionOption = options.Precision.auto,
     crf: options.Crf = 18,
-    detector: options.DetectorOption = options.Detector.auto,
+    detector: options.DetectorOption = "auto",
     margin: options.Margin = 0.3,
     face: options.Face = "largest",
 ) -> None:
@@ -82,7 +82,7 @@ def swap(
             return run(one, source, parts, choice, output=out, force=redo, hard=hard, source_mask=source_mask,
                        keep_outside=keep_outside, no_crop=no_crop, source_frame=source_frame, start=start, end=end,
                        max_frames=max_frames, device=on, batch_size=batch_size, precision=precision.value, crf=crf,
-                       detector=detector.value, margin=margin, face=face, progress=frames, notice=said,
+                       detector=detector, margin=margin, face=face, progress=frames, notice=said,
                        downloads=ui.downloads(console), reuse=reuse).stats
 
         with ui.BatchProgress(console, batch.shown_as("swap"), disable=not batch.reports()) as progress:
@@ -94,7 +94,7 @@ def swap(
         result = run(target, source, parts, ModelChoice(k, preset, checkpoint), output=output, force=force, hard=hard,
                      source_mask=source_mask, keep_outside=keep_outside, no_crop=no_crop, source_frame=source_frame, start=start, end=end,
                      max_frames=max_frames, device=device, batch_size=batch_size, precision=precision.value,
-                     crf=crf, detector=detector.value, margin=margin, face=face, progress=progress,
+                     crf=crf, detector=detector, margin=margin, face=face, progress=progress,
                      notice=ui.notice(console), downloads=ui.downloads(console))
     stats = result.stats
     summary = (

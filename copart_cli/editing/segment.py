@@ -18,7 +18,7 @@ from copart.editing import face_track, reused
 from copart.inference import Segmenter, keeps_thread_count, resolve_batch_size, resolve_precision, set_compute_threads
 from copart.loading import ModelChoice, pick_device
 from copart.media import read, render, write
-from copart.media.faces import FaceSummary, centre_weight, parse_face
+from copart.media.faces import FaceSummary, check_detector, centre_weight, parse_face
 from copart.media.masks import NpzStream
 from copart.media.pipeline import (
     AHEAD,
@@ -226,6 +226,7 @@ def segment(
     if style not in STYLES:
         raise CopartError(f"Unknown style '{style}'; choose one of {', '.join(STYLES)}.")
     choice = parse_face(face, no_crop)
+    check_detector(detector)
     reader = read.MediaReader(target, "Input", start=start, end=end, max_frames=max_frames, fps=fps)
     extra: list = []
     written: list[Path] = []

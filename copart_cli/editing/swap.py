@@ -10,7 +10,7 @@ from copart.editing import face_track, reused
 from copart.inference import PartSwapper, keeps_thread_count, resolve_batch_size, resolve_precision, set_compute_threads
 from copart.loading import ModelChoice, parse_parts, pick_device
 from copart.media import read, write
-from copart.media.faces import FaceSummary, best_face, face_to_box, parse_face
+from copart.media.faces import FaceSummary, check_detector, best_face, face_to_box, parse_face
 from copart.media.pipeline import (
     AHEAD,
     WHOLE,
@@ -101,6 +101,7 @@ def swap(
     options, other targets): the model, the prepared source and the face detector are made by
     the first call and taken from it by the others (:func:`copart.editing.reused`)."""
     choice = parse_face(face, no_crop)
+    check_detector(detector)
     reader = read.MediaReader(target, "Target", start=start, end=end, max_frames=max_frames)
     try:
         source_face = reused(reuse, "source image", lambda: source_image(source, source_frame))  # inputs first

@@ -28,6 +28,7 @@ from .detectors import (
     DetectorUnavailable,
     HaarDetector,
     S3FDDetector,
+    check_detector,
     make_detector,
     s3fd_folder,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "detect_every_for",
     "face_to_box",
     "feather_mask",
+    "check_detector",
     "make_detector",
     "make_track",
     "parse_face",

@@ -31,6 +31,7 @@ __all__ = [
     "DetectorUnavailable",
     "HaarDetector",
     "S3FDDetector",
+    "check_detector",
     "detector_class",
     "make_detector",
     "s3fd_folder",
@@ -46,15 +47,21 @@ def detector_class(name: str) -> type:
     return entry
 
 
+def check_detector(kind: str) -> None:
+    """Refuse a detector name that is neither ``auto`` nor a key of :data:`DETECTORS`, before any
+    work (a detector already made, not a name, passes)."""
+    if isinstance(kind, str) and kind != "auto" and kind not in DETECTORS:
+        raise CopartError(f"There is no face detector called {kind!r}; the detectors are auto, "
+                          f"{', '.join(DETECTORS)}.")
+
+
 def make_detector(kind: str = "auto", device: str = "cpu", notices: Optional[list] = None) -> Detector:
     """The detector named ``kind`` (a key of :data:`DETECTORS`), or for ``auto`` the preferred
     one (S3FD when its weights are cached or can be fetched), else the fallback with a notice
     that says what actually happened (offline by choice, a failed download and why, weights
     that would not load) and where the weights belong. A named detector that cannot run is an
     error (topic ``face-detector``: the command line names the fallback)."""
-    if kind != "auto" and kind not in DETECTORS:
-        raise CopartError(f"There is no face detector called {kind!r}; the detectors are auto, "
-                          f"{', '.join(DETECTORS)}.")
+    check_detector(kind)
     wanted = PREFERRED if kind == "auto" else kind
     try:
         return detector_class(wanted)(device=device)
