@@ -57,14 +57,14 @@ def test_720p_boxes_within_5_px_of_detection_on_carphone_itself(carphone):
     apart = [max(abs((b.cx - PAD) / UP - a.cx), abs(b.cy / UP - a.cy), abs(b.side / UP - a.side))
              for a, b in zip(native, boxes) if a is not None]
     assert max(apart) < 5, (max(apart), np.mean(apart))
-    # the cascade looked at 356x200 images, a ninth of the 720p frame's pixels
-    assert detector.seen == {(200, 356)}, detector.seen
+    # the cascade looked at 462x260 images, an eighth of the 720p frame's pixels
+    assert detector.seen == {(260, 462)}, detector.seen
     print("DETECT_DOWNSCALED: 720p boxes within", round(max(apart), 2), "px of Carphone's (mean",
           round(float(np.mean(apart)), 2), "),", track.detector_calls, "detector runs of 120")
 
 
-@pytest.mark.parametrize("shape, looked", [((720, 1280), (200, 356)), ((1080, 1920), (200, 356)),
-                                           ((1920, 1080), (356, 200)), ((144, 176), (144, 176))])
+@pytest.mark.parametrize("shape, looked", [((720, 1280), (260, 462)), ((1080, 1920), (260, 462)),
+                                           ((1920, 1080), (462, 260)), ((144, 176), (144, 176))])
 def test_the_cascade_looks_at_the_same_small_image_at_any_resolution(shape, looked):
     detector = _Looking()
     detector.detect(np.zeros((*shape, 3), np.uint8))
