@@ -18,7 +18,6 @@ import json
 import os
 import secrets
 import socket
-import tempfile
 import threading
 import webbrowser
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from starlette.routing import Route
 
 from copart import __version__
 from copart.models.errors import CopartError
+from copart.models.files import atomic_path
 
 from . import work
 from .files import Refused, Roots, plain_name
@@ -125,6 +125,7 @@ class Studio:
         self.previews = work.Previews(roots)
         self.renderer = work.Renderer(roots)
         self.upload_lock = threading.Lock()
+        self.uploading: set[Path] = set()  # names of the uploads under way
 
 
 def _error(exc: Exception) -> JSONResponse:
@@ -282,29 +283,28 @@ async def upload(request: Request) -> Response:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise Refused(f"{name} is larger than the studio's upload limit of {limit / 2**20:.1f} MB.", 413)
     folder = st.roots.workspace / "uploads"
-    fd, tmp_name = tempfile.mkstemp(prefix=".upload-", suffix=f".part{''.join(Path(name).suffixes)}",
-                                                   dir=folder)
-    tmp = Path(tmp_name)
+    with st.upload_lock:  # the name is reserved until the upload is in place or refused
+        final = _free_name(folder, name, st.uploading)
+        st.uploading.add(final)
     try:
-        size = 0
-        with os.fdopen(fd, "wb") as out:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise Refused(f"{name} is larger than the studio's upload limit of {limit / 2**20:.1f} MB.", 413)
-                out.write(chunk)
-        if size == 0:
-            raise Refused(f"{name} is empty.")
-        await run_in_threadpool(_checked, tmp, kind, name)
-        with st.upload_lock:
-            final = _free_name(folder, name)
-            os.replace(tmp, final)
-        ref = st.roots.ref(final)
-        return JSONResponse({"file": ref, "name": final.name, "kind": kind,
-                             **({"model": f"file:{ref}"} if kind == "model" else {})})
+        with atomic_path(final) as tmp:  # copart's one atomic write: the upload appears whole or not at all
+            size = 0
+            with open(tmp, "wb") as out:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise Refused(f"{name} is larger than the studio's upload limit of {limit / 2**20:.1f} MB.",
+                                      413)
+                    out.write(chunk)
+            if size == 0:
+                raise Refused(f"{name} is empty.")
+            await run_in_threadpool(_checked, tmp, kind, name)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        with st.upload_lock:
+            st.uploading.discard(final)
+    ref = st.roots.ref(final)
+    return JSONResponse({"file": ref, "name": final.name, "kind": kind,
+                         **({"model": f"file:{ref}"} if kind == "model" else {})})
 
 
 def _checked(tmp: Path, kind: str, name: str) -> None:
@@ -314,12 +314,13 @@ def _checked(tmp: Path, kind: str, name: str) -> None:
         raise Refused(str(exc).replace(tmp.name, name), exc.status) from None
 
 
-def _free_name(folder: Path, name: str) -> Path:
-    """``folder/name``, or ``stem-2.ext``, ... where that exists: an upload never replaces a file."""
+def _free_name(folder: Path, name: str, taken=frozenset()) -> Path:
+    """``folder/name``, or ``stem-2.ext``, ... where that exists (or another upload has it on the
+    way): an upload never replaces a file."""
     path = folder / name
     stem, suffix = (name.split(".", 1) + [""])[:2]
     i = 2
-    while path.exists():
+    while path.exists() or path in taken:
         path = folder / (f"{stem}-{i}.{suffix}" if suffix else f"{stem}-{i}")
         i += 1
     return path
