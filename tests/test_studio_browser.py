@@ -121,8 +121,9 @@ def test_a_person_swaps_hair_renders_cancels_downloads_and_watches_a_run(browser
         # the target from the folder, the source photo uploaded; the model is the folder's checkpoint
         Select(driver.find_element(By.ID, "target")).select_by_value("folder1/talk.mp4")
         driver.find_element(By.ID, "source-upload").send_keys(str(photo))
-        assert Select(driver.find_element(By.ID, "model")).first_selected_option.get_attribute("value") == \
-            "file:folder1/model.pth"
+        # (read in the page: the upload re-renders the lists, so an element found before may be stale)
+        _wait(driver, "return document.getElementById('model').value === 'file:folder1/model.pth'",
+              what="the folder's checkpoint as the model")
         _wait(driver, "const t = document.getElementById('target-img'), s = document.getElementById('source-img');"
                       "return t.complete && t.naturalWidth > 0 && s.complete && s.naturalWidth > 0",
               what="both segmentations")
